@@ -1,3 +1,11 @@
 //! Antaca: a card issuer's authorization engine.
+pub mod authz;
+pub mod calendar;
+pub mod engine;
 pub mod framing;
 pub mod iso8583;
+pub mod model;
+pub mod money;
+pub mod protocol;
+pub mod secrets;
+pub mod store;

@@ -1,0 +1,320 @@
+//! The pure authorization decision: card, balances, request and time in,
+//! approval or decline out. No IO, no clock, no logging.
+//!
+//! Declines are values, checked in precedence order (see [`decide`]); one
+//! table ([`Outcome::code`]) maps every outcome to the wire code of each dialect.
+
+use crate::calendar::{self, Date};
+use crate::model::{Balance, Card, CardState};
+use crate::money::Currency;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+/// What a message asked for and how we answered, independent of the dialect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Approved (or, for advices and reversals, accepted).
+    Approved,
+    /// No card with this PAN.
+    UnknownCard,
+    /// The card was removed.
+    CardRemoved,
+    /// A physical card not yet activated.
+    CardNotActivated,
+    /// Locked with reason 1–8 (see [`LOCK_REASONS`]).
+    Locked(u8),
+    /// Expired, or the expiry date sent does not match the card.
+    Expired,
+    /// The transaction currency is not the balance's and no cardholder billing amount says how much to take.
+    CurrencyMismatch,
+    /// Not enough available funds on one of the legs.
+    InsufficientFunds,
+    /// A message or processing code we do not process.
+    InvalidTransaction,
+    /// The message decoded far enough to answer but not further.
+    FormatError,
+    /// We could not make the effect durable.
+    SystemMalfunction,
+}
+
+/// Wire dialects of the response code (field 39).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    /// ISO 8583:1987 two-character response codes.
+    Iso87,
+    /// ISO 8583:1993/2003-style four-digit action codes.
+    Iso93,
+}
+
+/// A lock reason of the seed's table: number, name, codes, irreversible.
+#[derive(Clone, Copy, Debug)]
+pub struct LockReason {
+    /// 1–8.
+    pub number: u8,
+    /// What it means.
+    pub name: &'static str,
+    /// ISO 8583:1993/2003 action code.
+    pub code_iso93: &'static str,
+    /// ISO 8583:1987 response code.
+    pub code_iso87: &'static str,
+    /// Whether an unlock is refused.
+    pub irreversible: bool,
+}
+
+/// The seed's lock table (../shared/DESIGN.md).
+pub const LOCK_REASONS: [LockReason; 8] = [
+    LockReason {
+        number: 1,
+        name: "card lost",
+        code_iso93: "2008",
+        code_iso87: "41",
+        irreversible: true,
+    },
+    LockReason {
+        number: 2,
+        name: "card stolen",
+        code_iso93: "2009",
+        code_iso87: "43",
+        irreversible: true,
+    },
+    LockReason {
+        number: 3,
+        name: "pending query",
+        code_iso93: "1000",
+        code_iso87: "05",
+        irreversible: false,
+    },
+    LockReason {
+        number: 4,
+        name: "card consolidation",
+        code_iso93: "1016",
+        code_iso87: "05",
+        irreversible: false,
+    },
+    LockReason {
+        number: 5,
+        name: "card inactive",
+        code_iso93: "1018",
+        code_iso87: "62",
+        irreversible: true,
+    },
+    LockReason {
+        number: 6,
+        name: "PIN tries exceeded",
+        code_iso93: "1006",
+        code_iso87: "75",
+        irreversible: false,
+    },
+    LockReason {
+        number: 7,
+        name: "suspected fraud",
+        code_iso93: "1002",
+        code_iso87: "59",
+        irreversible: false,
+    },
+    LockReason {
+        number: 8,
+        name: "card replaced",
+        code_iso93: "1011",
+        code_iso87: "14",
+        irreversible: true,
+    },
+];
+
+/// The lock reason with this number, if it is one of the eight.
+pub fn lock_reason(number: u8) -> Option<&'static LockReason> {
+    LOCK_REASONS.iter().find(|r| r.number == number)
+}
+
+impl Outcome {
+    /// The field 39 value for this outcome in a dialect.
+    pub fn code(self, dialect: Dialect) -> &'static str {
+        let (iso87, iso93) = match self {
+            Outcome::Approved => ("00", "0000"),
+            Outcome::UnknownCard | Outcome::CardRemoved => ("14", "1011"),
+            Outcome::CardNotActivated => ("62", "1018"),
+            Outcome::Locked(n) => match lock_reason(n) {
+                Some(r) => (r.code_iso87, r.code_iso93),
+                None => ("05", "1000"),
+            },
+            Outcome::Expired => ("54", "1001"),
+            Outcome::CurrencyMismatch | Outcome::InvalidTransaction => ("12", "9002"),
+            Outcome::InsufficientFunds => ("51", "1016"),
+            Outcome::FormatError => ("30", "9004"),
+            Outcome::SystemMalfunction => ("96", "9009"),
+        };
+        match dialect {
+            Dialect::Iso87 => iso87,
+            Dialect::Iso93 => iso93,
+        }
+    }
+
+    /// A short machine-readable name (for history and logs).
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Approved => "approved",
+            Outcome::UnknownCard => "unknown_card",
+            Outcome::CardRemoved => "card_removed",
+            Outcome::CardNotActivated => "card_not_activated",
+            Outcome::Locked(_) => "card_locked",
+            Outcome::Expired => "expired_card",
+            Outcome::CurrencyMismatch => "currency_mismatch",
+            Outcome::InsufficientFunds => "insufficient_funds",
+            Outcome::InvalidTransaction => "invalid_transaction",
+            Outcome::FormatError => "format_error",
+            Outcome::SystemMalfunction => "system_malfunction",
+        }
+    }
+
+    /// Every outcome, for documentation and tests.
+    pub fn all() -> Vec<Outcome> {
+        let mut all = vec![
+            Outcome::Approved,
+            Outcome::UnknownCard,
+            Outcome::CardRemoved,
+            Outcome::CardNotActivated,
+        ];
+        all.extend(LOCK_REASONS.iter().map(|r| Outcome::Locked(r.number)));
+        all.extend([
+            Outcome::Expired,
+            Outcome::CurrencyMismatch,
+            Outcome::InsufficientFunds,
+            Outcome::InvalidTransaction,
+            Outcome::FormatError,
+            Outcome::SystemMalfunction,
+        ]);
+        all
+    }
+}
+
+/// What the card is asked to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operation {
+    /// Block funds (authorization).
+    Hold,
+    /// Charge at once (financial request).
+    Debit,
+    /// Credit (refund).
+    Credit,
+    /// Report balances; moves nothing.
+    Inquiry,
+    /// The network already approved on our behalf (advice): post whatever the
+    /// card's state or funds; only a card we cannot find or post to is refused.
+    Forced,
+}
+
+/// The parts of a request the decision looks at.
+#[derive(Clone, Copy, Debug)]
+pub struct Request {
+    /// Operation.
+    pub operation: Operation,
+    /// Transaction amount in minor units of `currency`.
+    pub amount_minor: u64,
+    /// Transaction currency (field 49).
+    pub currency: Currency,
+    /// Cardholder billing amount and currency (fields 6 and 51), if sent.
+    pub billing: Option<(u64, Currency)>,
+    /// Expiry date sent by the terminal (field 14), YYMM digits.
+    pub expiry: Option<[u8; 4]>,
+    /// Transmission month and day (field 7), if sent.
+    pub transmission: Option<(u32, u32)>,
+}
+
+/// The decision.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Decision {
+    /// Approved for this amount in the balance currency.
+    Approve {
+        /// Amount to hold, charge or credit (zero for inquiries).
+        amount: Decimal,
+    },
+    /// Declined.
+    Decline(Outcome),
+}
+
+/// Decides a request for a card whose spending legs have these balances
+/// (in leg order), at `now_ms`. Checks in precedence order: unknown card,
+/// removed, not activated, locked, expired, currency, funds.
+pub fn decide(card: Option<&Card>, legs: &[&Balance], request: &Request, now_ms: u64) -> Decision {
+    let Some(card) = card else {
+        return Decision::Decline(Outcome::UnknownCard);
+    };
+    if card.state == CardState::Removed {
+        return Decision::Decline(Outcome::CardRemoved);
+    }
+    let forced = request.operation == Operation::Forced;
+    if !forced {
+        if card.state == CardState::Inactive {
+            return Decision::Decline(Outcome::CardNotActivated);
+        }
+        if let Some(reason) = card.lock {
+            return Decision::Decline(Outcome::Locked(reason));
+        }
+        if is_expired(card, request, now_ms) {
+            return Decision::Decline(Outcome::Expired);
+        }
+        // Room for CVV2 and PIN checks (a later issue): they come here, before funds.
+    }
+    let Some(currency) = legs.first().and_then(|b| Currency::from_alpha(&b.currency)) else {
+        return Decision::Decline(Outcome::InvalidTransaction);
+    };
+    let amount = if request.currency == currency {
+        currency.from_minor(request.amount_minor)
+    } else {
+        match request.billing {
+            Some((billing_minor, billing_currency)) if billing_currency == currency => {
+                currency.from_minor(billing_minor)
+            }
+            _ => return Decision::Decline(Outcome::CurrencyMismatch),
+        }
+    };
+    let spends = matches!(request.operation, Operation::Hold | Operation::Debit);
+    if spends && legs.iter().any(|leg| leg.available < amount) {
+        return Decision::Decline(Outcome::InsufficientFunds);
+    }
+    // From here the request must succeed.
+    let amount = if request.operation == Operation::Inquiry {
+        Decimal::ZERO
+    } else {
+        amount
+    };
+    Decision::Approve { amount }
+}
+
+/// Expired: the terminal's expiry (field 14) differs from the card's, or the
+/// card's expiry month ended before the transmission date (field 7, year
+/// inferred from `now_ms`; today when field 7 is absent).
+fn is_expired(card: &Card, request: &Request, now_ms: u64) -> bool {
+    let card_expiry = card.expiry.as_bytes();
+    if let Some(sent) = request.expiry {
+        if sent.as_slice() != card_expiry {
+            return true;
+        }
+    }
+    let Some((year, month)) = parse_yymm(card_expiry) else {
+        return true;
+    };
+    let today = calendar::date_of_ms(now_ms);
+    let date: Date = match request.transmission {
+        Some((m, d)) => calendar::infer_year(m, d, today),
+        None => today,
+    };
+    (date.year, date.month) > (year, month)
+}
+
+/// YYMM → (2000 + YY, MM).
+fn parse_yymm(yymm: &[u8]) -> Option<(i32, u32)> {
+    if yymm.len() != 4 || !yymm.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n = |i: usize| u32::from(yymm[i] - b'0');
+    let month = n(2) * 10 + n(3);
+    if !(1..=12).contains(&month) {
+        return None;
+    }
+    Some((2000 + i32::try_from(n(0) * 10 + n(1)).ok()?, month))
+}
+
+#[cfg(test)]
+mod tests;

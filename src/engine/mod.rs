@@ -1,0 +1,758 @@
+//! The one orchestrator and writer. Connections send it requests; it loads
+//! the card and balances from memory, asks [`authz::decide`], applies the
+//! effects to memory, and commits every request that arrived while the last
+//! flush ran as one batch (group commit). A reply leaves only after its
+//! batch is on disk; if the commit fails the batch is undone in memory and
+//! every request in it is answered with the system-malfunction code.
+
+mod ledger;
+pub mod state;
+
+use crate::authz::{self, Decision, Operation, Outcome};
+use crate::model::{Card, Leg, Txn, TxnState};
+use crate::protocol::{AuthRequest, AuthResponse, MessageClass};
+use crate::store::{keys, Store, StoreError};
+pub use ledger::Movement;
+use rust_decimal::Decimal;
+use state::{decode, Changes, State};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, oneshot};
+
+/// Engine settings.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// How long an authorization hold blocks funds before the sweep releases it.
+    pub hold_expiry: Duration,
+    /// Most requests committed in one batch.
+    pub batch_max: usize,
+    /// Most requests waiting for the writer; senders wait when it is full (backpressure).
+    pub queue_depth: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            hold_expiry: Duration::from_secs(7 * 24 * 3600),
+            batch_max: 4096,
+            queue_depth: 65_536,
+        }
+    }
+}
+
+/// Where an answer goes.
+pub enum Reply {
+    /// To a connection's queue, with the tag it gave.
+    Channel {
+        /// The connection's queue.
+        tx: mpsc::UnboundedSender<(u64, AuthResponse)>,
+        /// The connection's tag for the request.
+        tag: u64,
+    },
+    /// To one waiting task.
+    Oneshot(oneshot::Sender<AuthResponse>),
+}
+
+impl Reply {
+    fn send(self, response: AuthResponse) {
+        // A closed receiver means the client went away; nothing is lost by dropping the answer.
+        match self {
+            Reply::Channel { tx, tag } => drop(tx.send((tag, response))),
+            Reply::Oneshot(tx) => drop(tx.send(response)),
+        }
+    }
+}
+
+/// A read-only look at the state, run by the writer after a commit.
+pub type Inspect = Box<dyn FnOnce(&State) + Send>;
+
+/// What the writer is asked to do.
+pub enum Command {
+    /// Process an ISO 8583 request.
+    Iso {
+        /// The request.
+        request: Box<AuthRequest>,
+        /// Where the answer goes.
+        reply: Reply,
+    },
+    /// Release the holds that have expired.
+    ExpireHolds,
+    /// Read the state.
+    Inspect(Inspect),
+}
+
+/// A cloneable handle to the writer.
+#[derive(Clone)]
+pub struct EngineHandle {
+    tx: mpsc::Sender<Command>,
+}
+
+/// The writer stopped (shut down or failed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineStopped;
+
+impl std::fmt::Display for EngineStopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the engine has stopped")
+    }
+}
+
+impl std::error::Error for EngineStopped {}
+
+impl EngineHandle {
+    /// Queues a command, waiting while the queue is full.
+    pub async fn send(&self, command: Command) -> Result<(), EngineStopped> {
+        self.tx.send(command).await.map_err(|_| EngineStopped)
+    }
+
+    /// Processes one request and waits for its durable answer.
+    pub async fn request(&self, request: AuthRequest) -> Result<AuthResponse, EngineStopped> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Iso {
+            request: Box::new(request),
+            reply: Reply::Oneshot(tx),
+        })
+        .await?;
+        rx.await.map_err(|_| EngineStopped)
+    }
+
+    /// Runs `f` on the state (after the current batch commits) and returns its result.
+    pub async fn inspect<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&State) -> T + Send + 'static,
+    ) -> Result<T, EngineStopped> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Inspect(Box::new(move |state| {
+            drop(tx.send(f(state)))
+        })))
+        .await?;
+        rx.await.map_err(|_| EngineStopped)
+    }
+}
+
+/// The writer: state, store and settings.
+pub struct Engine<S: Store> {
+    state: State,
+    store: S,
+    config: EngineConfig,
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
+        .try_into()
+        .unwrap_or(u64::MAX)
+}
+
+impl<S: Store> Engine<S> {
+    /// Loads the whole state from the store.
+    pub fn open(store: S, config: EngineConfig) -> Result<Engine<S>, StoreError> {
+        let mut state = State {
+            next_txn: 1,
+            next_journal: 1,
+            ..State::default()
+        };
+        for (k, v) in store.scan_prefix(keys::PROGRAM)? {
+            let program: crate::model::Program = decode(&k, &v)?;
+            state.programs.insert(program.id.clone(), program);
+        }
+        for (k, v) in store.scan_prefix(keys::USER)? {
+            let user: crate::model::User = decode(&k, &v)?;
+            state.users.insert(user.id.clone(), user);
+        }
+        for (k, v) in store.scan_prefix(keys::BALANCE)? {
+            let balance: crate::model::Balance = decode(&k, &v)?;
+            state.balances.insert(balance.id.clone(), balance);
+        }
+        for (k, v) in store.scan_prefix(keys::CARD)? {
+            let card: Card = decode(&k, &v)?;
+            let mut hash = [0u8; 32];
+            hex::decode_to_slice(&card.pan_hash, &mut hash)
+                .map_err(|_| StoreError::Corrupt(format!("card {}: bad PAN hash", card.id)))?;
+            state.card_by_pan.insert(hash, card.id.clone());
+            state.cards.insert(card.id.clone(), card);
+        }
+        for (k, v) in store.scan_prefix(keys::TXN)? {
+            let txn: Txn = decode(&k, &v)?;
+            state.index_txn(txn);
+        }
+        let counter = |name: &str| -> Result<Option<u64>, StoreError> {
+            match store.get(&keys::key(keys::META, name))? {
+                Some(v) => String::from_utf8_lossy(&v)
+                    .parse()
+                    .map(Some)
+                    .map_err(|_| StoreError::Corrupt(format!("counter {name}"))),
+                None => Ok(None),
+            }
+        };
+        state.next_txn = counter("next_txn")?.unwrap_or(1);
+        state.next_journal = counter("next_journal")?.unwrap_or(1);
+        Ok(Engine {
+            state,
+            store,
+            config,
+        })
+    }
+
+    /// The state (for import, tests and offline tools).
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// True when the store holds no programs yet.
+    pub fn is_empty(&self) -> bool {
+        self.state.programs.is_empty()
+    }
+
+    /// Applies `f` to the state and commits its changes (import, management operations).
+    pub fn apply<T>(
+        &mut self,
+        f: impl FnOnce(&mut State, &mut Changes) -> T,
+    ) -> Result<T, StoreError> {
+        let mut changes = Changes::default();
+        let out = f(&mut self.state, &mut changes);
+        self.commit(changes)?;
+        Ok(out)
+    }
+
+    fn commit(&mut self, changes: Changes) -> Result<(), StoreError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let batch = changes.to_batch(&self.state);
+        match self.store.commit(batch) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                changes.undo(&mut self.state);
+                Err(e)
+            }
+        }
+    }
+
+    /// Starts the writer on its own thread and returns the handle that feeds it.
+    pub fn spawn(self) -> std::io::Result<(EngineHandle, std::thread::JoinHandle<()>)> {
+        let (tx, rx) = mpsc::channel(self.config.queue_depth);
+        let thread = std::thread::Builder::new()
+            .name("antaca-writer".into())
+            .spawn(move || self.run(rx))?;
+        Ok((EngineHandle { tx }, thread))
+    }
+
+    /// The writer loop: gather, decide, commit once, answer. Ends when every handle is dropped.
+    fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        let mut commands = Vec::with_capacity(self.config.batch_max);
+        let mut replies: Vec<(Reply, AuthResponse)> = Vec::with_capacity(self.config.batch_max);
+        let mut inspects: Vec<Inspect> = Vec::new();
+        loop {
+            let Some(first) = rx.blocking_recv() else {
+                break;
+            };
+            commands.push(first);
+            while commands.len() < self.config.batch_max {
+                match rx.try_recv() {
+                    Ok(command) => commands.push(command),
+                    Err(_) => break,
+                }
+            }
+            let now = now_ms();
+            let mut changes = Changes::default();
+            for command in commands.drain(..) {
+                match command {
+                    Command::Iso { request, reply } => {
+                        let response = self.process(&mut changes, &request, now);
+                        replies.push((reply, response));
+                    }
+                    Command::ExpireHolds => self.expire_holds(&mut changes, now),
+                    Command::Inspect(f) => inspects.push(f),
+                }
+            }
+            let batch_size = replies.len();
+            if let Err(e) = self.commit(changes) {
+                tracing::error!(error = %e, batch_size, "commit failed; answering the batch with system malfunction");
+                for (_, response) in &mut replies {
+                    *response = AuthResponse::outcome(Outcome::SystemMalfunction);
+                }
+            }
+            for (reply, response) in replies.drain(..) {
+                reply.send(response);
+            }
+            for f in inspects.drain(..) {
+                f(&self.state);
+            }
+        }
+    }
+
+    /// Processes one request against the state, recording its changes.
+    pub fn process(
+        &mut self,
+        changes: &mut Changes,
+        request: &AuthRequest,
+        now: u64,
+    ) -> AuthResponse {
+        let key = request.idempotency_key();
+        if let Some(txn) = self
+            .state
+            .txn_by_key
+            .get(&key)
+            .and_then(|id| self.state.txns.get(id))
+        {
+            return response_of(txn);
+        }
+        let txn = match request.class {
+            MessageClass::NetworkManagement => return AuthResponse::outcome(Outcome::Approved),
+            MessageClass::Authorization if request.advice => {
+                self.authorization_advice(changes, request, now)
+            }
+            MessageClass::Authorization => self.authorization(changes, request, now),
+            MessageClass::Financial if request.advice => self.completion(changes, request, now),
+            MessageClass::Financial => self.financial(changes, request, now),
+            MessageClass::Reversal => self.reversal(changes, request, now),
+        };
+        let response = response_of(&txn);
+        tracing::debug!(
+            txn = txn.id,
+            mti = %String::from_utf8_lossy(&request.mti),
+            pan = txn.pan_masked.as_deref().unwrap_or("-"),
+            outcome = txn.outcome.name(),
+            "processed"
+        );
+        changes.put_txn(&mut self.state, txn);
+        response
+    }
+
+    /// A new transaction record for a request, declined as invalid until decided.
+    fn new_txn(
+        &mut self,
+        changes: &mut Changes,
+        request: &AuthRequest,
+        card: Option<&Card>,
+        now: u64,
+    ) -> Txn {
+        Txn {
+            id: changes.next_txn_id(&mut self.state),
+            key: request.idempotency_key(),
+            original_key: request.original_key(),
+            mti: String::from_utf8_lossy(&request.mti).into_owned(),
+            card: card.map(|c| c.id.clone()),
+            pan_masked: request.pan_masked.clone(),
+            processing_code: request
+                .processing_code
+                .map(|p| String::from_utf8_lossy(&p).into_owned()),
+            amount_minor: request.amount_minor,
+            currency: request.currency.map(|c| c.numeric),
+            outcome: Outcome::InvalidTransaction,
+            approval_code: None,
+            additional_amounts: None,
+            state: TxnState::None,
+            legs: Vec::new(),
+            held: Decimal::ZERO,
+            charged: Decimal::ZERO,
+            original: None,
+            hold_expires_ms: None,
+            at_ms: now,
+            mcc: request.mcc.clone(),
+            merchant_id: request.merchant_id.clone(),
+            terminal: Some(request.terminal.clone()).filter(|t| !t.is_empty()),
+        }
+    }
+
+    fn card_for(&self, request: &AuthRequest) -> Option<Card> {
+        let hash = request.pan_hash?;
+        let id = self.state.card_by_pan.get(&hash)?;
+        self.state.cards.get(id).cloned()
+    }
+
+    /// The legs a card spends from, by its program's funding model.
+    fn legs_for(&self, card: &Card) -> Vec<Leg> {
+        ledger::legs_for(&self.state, card)
+    }
+
+    /// Decides a request for a card; returns the decision and the legs.
+    fn decide(
+        &self,
+        card: Option<&Card>,
+        request: &AuthRequest,
+        operation: Operation,
+        now: u64,
+    ) -> (Decision, Vec<Leg>) {
+        let legs = card.map(|c| self.legs_for(c)).unwrap_or_default();
+        let balances: Vec<&crate::model::Balance> = legs
+            .iter()
+            .filter_map(|leg| self.state.balances.get(&leg.balance))
+            .collect();
+        let Some(currency) = request.currency else {
+            return (Decision::Decline(Outcome::FormatError), legs);
+        };
+        if card.is_some() && (balances.len() != legs.len() || legs.is_empty()) {
+            return (Decision::Decline(Outcome::InvalidTransaction), legs);
+        }
+        let input = authz::Request {
+            operation,
+            amount_minor: request.amount_minor,
+            currency,
+            billing: request.billing,
+            expiry: request.expiry,
+            transmission: request.transmission,
+        };
+        (authz::decide(card, &balances, &input, now), legs)
+    }
+
+    fn approve(&self, txn: &mut Txn) {
+        txn.outcome = Outcome::Approved;
+        txn.approval_code = Some(format!("{:06}", txn.id % 1_000_000));
+    }
+
+    fn hold_expiry_ms(&self, now: u64) -> u64 {
+        now.saturating_add(u64::try_from(self.config.hold_expiry.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    /// 0100: place a hold; 31/30 report balances; 20 approves a refund without moving money.
+    fn authorization(&mut self, changes: &mut Changes, request: &AuthRequest, now: u64) -> Txn {
+        let card = self.card_for(request);
+        let mut txn = self.new_txn(changes, request, card.as_ref(), now);
+        let kind = ledger::kind_of(request);
+        let operation = match kind {
+            ledger::Kind::Spend => Operation::Hold,
+            ledger::Kind::Credit => Operation::Credit,
+            ledger::Kind::Inquiry => Operation::Inquiry,
+            ledger::Kind::Unsupported => {
+                return self.finish_declined(changes, txn, Outcome::InvalidTransaction)
+            }
+        };
+        let (decision, legs) = self.decide(card.as_ref(), request, operation, now);
+        let amount = match decision {
+            Decision::Decline(outcome) => return self.finish_declined(changes, txn, outcome),
+            Decision::Approve { amount } => amount,
+        };
+        // From here the request is approved.
+        self.approve(&mut txn);
+        match kind {
+            ledger::Kind::Spend if amount > Decimal::ZERO => {
+                self.move_money(changes, &txn, &legs, Movement::Hold(amount), now);
+                txn.state = TxnState::Authorized;
+                txn.held = amount;
+                txn.hold_expires_ms = Some(self.hold_expiry_ms(now));
+                txn.legs = legs;
+            }
+            ledger::Kind::Inquiry => {
+                txn.additional_amounts = Some(ledger::inquiry_amounts(&self.state, &legs, request));
+            }
+            _ => {}
+        }
+        self.finish(changes, txn)
+    }
+
+    /// 0120: the network approved on our behalf; hold even past available funds.
+    fn authorization_advice(
+        &mut self,
+        changes: &mut Changes,
+        request: &AuthRequest,
+        now: u64,
+    ) -> Txn {
+        let card = self.card_for(request);
+        let mut txn = self.new_txn(changes, request, card.as_ref(), now);
+        let mut request_as_original = request.mti;
+        request_as_original[2] = b'0';
+        let ours = self.find_txn(&crate::protocol::original_key(
+            &request_as_original,
+            &request.stan,
+            &request.key_datetime,
+            &request.acquirer,
+        ));
+        let already_held = ours.is_some_and(|t| t.outcome == Outcome::Approved);
+        let kind = ledger::kind_of(request);
+        if request.advice_response_approved == Some(false)
+            || already_held
+            || kind != ledger::Kind::Spend
+        {
+            // The network declined, or we already approved this one, or nothing to post: acknowledge.
+            txn.original = ours.map(|t| t.id);
+            self.approve(&mut txn);
+            return self.finish(changes, txn);
+        }
+        let (decision, legs) = self.decide(card.as_ref(), request, Operation::Forced, now);
+        let amount = match decision {
+            Decision::Decline(outcome) => return self.finish_declined(changes, txn, outcome),
+            Decision::Approve { amount } => amount,
+        };
+        self.approve(&mut txn);
+        if amount > Decimal::ZERO {
+            self.move_money(changes, &txn, &legs, Movement::Hold(amount), now);
+            txn.state = TxnState::Authorized;
+            txn.held = amount;
+            txn.hold_expires_ms = Some(self.hold_expiry_ms(now));
+            txn.legs = legs;
+        }
+        self.finish(changes, txn)
+    }
+
+    /// 0200: debit at once; 20 credits (refund); 31/30 report balances.
+    fn financial(&mut self, changes: &mut Changes, request: &AuthRequest, now: u64) -> Txn {
+        let card = self.card_for(request);
+        let mut txn = self.new_txn(changes, request, card.as_ref(), now);
+        let kind = ledger::kind_of(request);
+        let operation = match kind {
+            ledger::Kind::Spend => Operation::Debit,
+            ledger::Kind::Credit => Operation::Credit,
+            ledger::Kind::Inquiry => Operation::Inquiry,
+            ledger::Kind::Unsupported => {
+                return self.finish_declined(changes, txn, Outcome::InvalidTransaction)
+            }
+        };
+        let (decision, legs) = self.decide(card.as_ref(), request, operation, now);
+        let amount = match decision {
+            Decision::Decline(outcome) => return self.finish_declined(changes, txn, outcome),
+            Decision::Approve { amount } => amount,
+        };
+        self.approve(&mut txn);
+        match kind {
+            ledger::Kind::Spend => self.charge(changes, &mut txn, legs, amount, now),
+            ledger::Kind::Credit => self.refund(changes, &mut txn, legs, amount, now),
+            _ => {
+                txn.additional_amounts = Some(ledger::inquiry_amounts(&self.state, &legs, request))
+            }
+        }
+        self.finish(changes, txn)
+    }
+
+    fn charge(
+        &mut self,
+        changes: &mut Changes,
+        txn: &mut Txn,
+        legs: Vec<Leg>,
+        amount: Decimal,
+        now: u64,
+    ) {
+        if amount > Decimal::ZERO {
+            self.move_money(changes, txn, &legs, Movement::Debit(amount), now);
+            txn.state = TxnState::Cleared;
+            txn.charged = amount;
+            txn.legs = legs;
+        }
+    }
+
+    fn refund(
+        &mut self,
+        changes: &mut Changes,
+        txn: &mut Txn,
+        legs: Vec<Leg>,
+        amount: Decimal,
+        now: u64,
+    ) {
+        if amount > Decimal::ZERO {
+            self.move_money(changes, txn, &legs, Movement::Credit(amount), now);
+            txn.state = TxnState::Cleared;
+            txn.charged = -amount;
+            txn.legs = legs;
+        }
+    }
+
+    /// 0220: post the hold of the original authorization with the completion's
+    /// amount; without an open hold to post, charge directly (the network cleared it).
+    fn completion(&mut self, changes: &mut Changes, request: &AuthRequest, now: u64) -> Txn {
+        let card = self.card_for(request);
+        let mut txn = self.new_txn(changes, request, card.as_ref(), now);
+        let kind = ledger::kind_of(request);
+        if kind == ledger::Kind::Inquiry || kind == ledger::Kind::Unsupported {
+            self.approve(&mut txn);
+            return self.finish(changes, txn);
+        }
+        let (decision, legs) = self.decide(card.as_ref(), request, Operation::Forced, now);
+        let amount = match decision {
+            Decision::Decline(outcome) => return self.finish_declined(changes, txn, outcome),
+            Decision::Approve { amount } => amount,
+        };
+        self.approve(&mut txn);
+        if kind == ledger::Kind::Credit {
+            self.refund(changes, &mut txn, legs, amount, now);
+            return self.finish(changes, txn);
+        }
+        let original = self.find_original(request, &[b"100", b"120"]).cloned();
+        match original {
+            Some(mut auth) if auth.state == TxnState::Authorized => {
+                let movement = Movement::Capture {
+                    held: auth.held,
+                    amount,
+                };
+                self.move_money(changes, &txn, &auth.legs, movement, now);
+                auth.held = Decimal::ZERO;
+                auth.charged = amount;
+                auth.state = TxnState::Cleared;
+                txn.original = Some(auth.id);
+                txn.state = TxnState::Cleared;
+                changes.put_txn(&mut self.state, auth);
+            }
+            Some(auth) if auth.state == TxnState::Cleared => {
+                // Already completed under another message: acknowledge, do not charge twice.
+                txn.original = Some(auth.id);
+            }
+            other => {
+                txn.original = other.map(|t| t.id);
+                self.charge(changes, &mut txn, legs, amount, now);
+            }
+        }
+        self.finish(changes, txn)
+    }
+
+    /// 0400/0420: bring the original down to the replacement amount (0 when
+    /// full): release held funds or credit back charged ones. Idempotent by
+    /// target; an unknown original is acknowledged and moves nothing.
+    fn reversal(&mut self, changes: &mut Changes, request: &AuthRequest, now: u64) -> Txn {
+        let card = self.card_for(request);
+        let mut txn = self.new_txn(changes, request, card.as_ref(), now);
+        self.approve(&mut txn);
+        let Some(found) = self
+            .find_original(request, &[b"100", b"200", b"120", b"220"])
+            .cloned()
+        else {
+            return self.finish(changes, txn);
+        };
+        // A completion that captured an authorization's hold moved the money on the authorization.
+        let mut owner = match (found.legs.is_empty(), found.original) {
+            (true, Some(id)) => match self.state.txns.get(&id) {
+                Some(t) => t.clone(),
+                None => found,
+            },
+            _ => found,
+        };
+        txn.original = Some(owner.id);
+        let Some(currency) = owner
+            .legs
+            .first()
+            .and_then(|leg| self.state.balances.get(&leg.balance))
+            .and_then(|b| crate::money::Currency::from_alpha(&b.currency))
+        else {
+            return self.finish(changes, txn);
+        };
+        let current = match owner.state {
+            TxnState::Authorized => owner.held,
+            TxnState::Cleared => owner.charged.abs(),
+            TxnState::Reversed | TxnState::None => return self.finish(changes, txn),
+        };
+        let target = match request.replacement_amount {
+            None => Decimal::ZERO,
+            Some(replacement) => {
+                ledger::replacement_in_balance_currency(&owner, replacement, current, currency)
+            }
+        };
+        if target >= current {
+            return self.finish(changes, txn);
+        }
+        let delta = current - target;
+        let legs = owner.legs.clone();
+        match owner.state {
+            TxnState::Authorized => {
+                self.move_money(changes, &txn, &legs, Movement::Release(delta), now);
+                owner.held = target;
+            }
+            _ if owner.charged > Decimal::ZERO => {
+                self.move_money(changes, &txn, &legs, Movement::Credit(delta), now);
+                owner.charged = target;
+            }
+            _ => {
+                self.move_money(changes, &txn, &legs, Movement::Debit(delta), now);
+                owner.charged = -target;
+            }
+        }
+        if target.is_zero() {
+            owner.state = TxnState::Reversed;
+        }
+        changes.put_txn(&mut self.state, owner);
+        self.finish(changes, txn)
+    }
+
+    /// The original a completion or reversal names (field 90/56), or else the
+    /// message of one of `classes` (x100, x200 …) with the same acquirer, STAN and date-time.
+    fn find_original(&self, request: &AuthRequest, classes: &[&[u8; 3]]) -> Option<&Txn> {
+        if let Some(original) = &request.original {
+            let key = crate::protocol::original_key(
+                &original.mti,
+                &original.stan,
+                &original.datetime,
+                &original.acquirer,
+            );
+            return self.find_txn(&key);
+        }
+        classes.iter().find_map(|class| {
+            let mut mti = request.mti;
+            mti[1..4].copy_from_slice(&class[..]);
+            self.find_txn(&crate::protocol::original_key(
+                &mti,
+                &request.stan,
+                &request.key_datetime,
+                &request.acquirer,
+            ))
+        })
+    }
+
+    fn find_txn(&self, original_key: &str) -> Option<&Txn> {
+        self.state
+            .txn_by_original_key
+            .get(original_key)
+            .and_then(|id| self.state.txns.get(id))
+    }
+
+    /// Releases every hold whose expiry has passed.
+    pub fn expire_holds(&mut self, changes: &mut Changes, now: u64) {
+        let expired: Vec<u64> = self
+            .state
+            .active_holds
+            .iter()
+            .take_while(|(expires, _)| *expires <= now)
+            .map(|(_, id)| *id)
+            .collect();
+        for id in expired {
+            let Some(mut hold) = self.state.txns.get(&id).cloned() else {
+                continue;
+            };
+            if hold.held > Decimal::ZERO {
+                let legs = hold.legs.clone();
+                self.move_money(changes, &hold, &legs, Movement::Release(hold.held), now);
+            }
+            hold.held = Decimal::ZERO;
+            hold.state = TxnState::Reversed;
+            changes.put_txn(&mut self.state, hold);
+        }
+    }
+
+    fn move_money(
+        &mut self,
+        changes: &mut Changes,
+        txn: &Txn,
+        legs: &[Leg],
+        movement: Movement,
+        now: u64,
+    ) {
+        let Some(entry) = ledger::entry(&mut self.state, changes, legs, movement, txn.id, now)
+        else {
+            return;
+        };
+        changes.journal(&mut self.state, entry);
+    }
+
+    fn finish_declined(&mut self, changes: &mut Changes, mut txn: Txn, outcome: Outcome) -> Txn {
+        txn.outcome = outcome;
+        self.finish(changes, txn)
+    }
+
+    fn finish(&mut self, _changes: &mut Changes, txn: Txn) -> Txn {
+        debug_assert!(txn.outcome != Outcome::Approved || txn.approval_code.is_some());
+        txn
+    }
+}
+
+/// The stored answer of a transaction.
+pub fn response_of(txn: &Txn) -> AuthResponse {
+    AuthResponse {
+        outcome: txn.outcome,
+        approval_code: txn.approval_code.clone(),
+        additional_amounts: txn.additional_amounts.clone(),
+    }
+}

@@ -1,0 +1,250 @@
+//! The engine's in-memory state and the change set of one group commit:
+//! every mutation goes through [`Changes`], which remembers the first value
+//! it replaced (to undo a failed commit) and which records are dirty (to write
+//! each once per batch).
+
+use crate::model::{Balance, Card, JournalEntry, Program, Txn, TxnState, User};
+use crate::store::{keys, StoreError, WriteBatch};
+use std::collections::{BTreeSet, HashMap};
+
+/// Everything the engine decides on, loaded from the store at start.
+#[derive(Default)]
+pub struct State {
+    /// Programs by id.
+    pub programs: HashMap<String, Program>,
+    /// Users by id.
+    pub users: HashMap<String, User>,
+    /// Balances by id.
+    pub balances: HashMap<String, Balance>,
+    /// Cards by id.
+    pub cards: HashMap<String, Card>,
+    /// Card id by keyed PAN hash.
+    pub card_by_pan: HashMap<[u8; 32], String>,
+    /// Transactions by id.
+    pub txns: HashMap<u64, Txn>,
+    /// Transaction id by idempotency key.
+    pub txn_by_key: HashMap<String, u64>,
+    /// Transaction id by original key (what field 90/56 names).
+    pub txn_by_original_key: HashMap<String, u64>,
+    /// Active holds by (expiry ms, txn id).
+    pub active_holds: BTreeSet<(u64, u64)>,
+    /// Next transaction id.
+    pub next_txn: u64,
+    /// Next journal sequence.
+    pub next_journal: u64,
+}
+
+/// Serialises a record for the store.
+pub fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    // Our records contain no maps with non-string keys, so serialisation cannot fail.
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+/// Reads a stored record.
+pub fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| StoreError::Corrupt(format!("{}: {e}", String::from_utf8_lossy(key))))
+}
+
+impl State {
+    /// Adds a transaction to the maps and indexes.
+    pub fn index_txn(&mut self, txn: Txn) {
+        if txn.state == TxnState::Authorized {
+            if let Some(expires) = txn.hold_expires_ms {
+                self.active_holds.insert((expires, txn.id));
+            }
+        }
+        self.txn_by_key.insert(txn.key.clone(), txn.id);
+        self.txn_by_original_key
+            .entry(txn.original_key.clone())
+            .or_insert(txn.id);
+        self.txns.insert(txn.id, txn);
+    }
+
+    /// Removes a transaction from the maps and indexes.
+    pub fn unindex_txn(&mut self, id: u64) -> Option<Txn> {
+        let txn = self.txns.remove(&id)?;
+        if let Some(expires) = txn.hold_expires_ms {
+            self.active_holds.remove(&(expires, id));
+        }
+        if self.txn_by_key.get(&txn.key) == Some(&id) {
+            self.txn_by_key.remove(&txn.key);
+        }
+        if self.txn_by_original_key.get(&txn.original_key) == Some(&id) {
+            self.txn_by_original_key.remove(&txn.original_key);
+        }
+        Some(txn)
+    }
+}
+
+/// The changes of one batch, applied to [`State`] at once, written by [`Changes::to_batch`]
+/// or rolled back by [`Changes::undo`].
+#[derive(Default)]
+pub struct Changes {
+    balances: HashMap<String, Option<Balance>>,
+    cards: HashMap<String, Option<Card>>,
+    txns: HashMap<u64, Option<Txn>>,
+    programs: HashMap<String, Option<Program>>,
+    users: HashMap<String, Option<User>>,
+    journal: Vec<JournalEntry>,
+    counters: Option<(u64, u64)>,
+}
+
+impl Changes {
+    /// True when nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.balances.is_empty()
+            && self.cards.is_empty()
+            && self.txns.is_empty()
+            && self.programs.is_empty()
+            && self.users.is_empty()
+            && self.journal.is_empty()
+    }
+
+    fn remember_counters(&mut self, state: &State) {
+        if self.counters.is_none() {
+            self.counters = Some((state.next_txn, state.next_journal));
+        }
+    }
+
+    /// Takes the next transaction id.
+    pub fn next_txn_id(&mut self, state: &mut State) -> u64 {
+        self.remember_counters(state);
+        let id = state.next_txn;
+        state.next_txn += 1;
+        id
+    }
+
+    /// Appends a journal entry (its sequence is assigned here).
+    pub fn journal(&mut self, state: &mut State, mut entry: JournalEntry) {
+        assert!(entry.balances(), "journal entry does not balance");
+        self.remember_counters(state);
+        entry.seq = state.next_journal;
+        state.next_journal += 1;
+        self.journal.push(entry);
+    }
+
+    /// Replaces (or inserts) a balance.
+    pub fn put_balance(&mut self, state: &mut State, balance: Balance) {
+        let old = state.balances.insert(balance.id.clone(), balance.clone());
+        self.balances.entry(balance.id).or_insert(old);
+    }
+
+    /// Replaces (or inserts) a card, indexing it by its PAN hash.
+    pub fn put_card(&mut self, state: &mut State, card: Card, pan_hash: [u8; 32]) {
+        state.card_by_pan.insert(pan_hash, card.id.clone());
+        let old = state.cards.insert(card.id.clone(), card.clone());
+        self.cards.entry(card.id).or_insert(old);
+    }
+
+    /// Replaces (or inserts) a program.
+    pub fn put_program(&mut self, state: &mut State, program: Program) {
+        let old = state.programs.insert(program.id.clone(), program.clone());
+        self.programs.entry(program.id).or_insert(old);
+    }
+
+    /// Replaces (or inserts) a user.
+    pub fn put_user(&mut self, state: &mut State, user: User) {
+        let old = state.users.insert(user.id.clone(), user.clone());
+        self.users.entry(user.id).or_insert(old);
+    }
+
+    /// Replaces (or inserts) a transaction and keeps the indexes right.
+    pub fn put_txn(&mut self, state: &mut State, txn: Txn) {
+        let id = txn.id;
+        let old = state.unindex_txn(id);
+        state.index_txn(txn);
+        self.txns.entry(id).or_insert(old);
+    }
+
+    /// The writes that make this change set durable, counters included.
+    pub fn to_batch(&self, state: &State) -> WriteBatch {
+        let mut batch = WriteBatch::default();
+        let mut put_or_delete = |key: Vec<u8>, value: Option<Vec<u8>>| match value {
+            Some(v) => batch.put(key, v),
+            None => batch.delete(key),
+        };
+        for id in self.programs.keys() {
+            put_or_delete(
+                keys::key(keys::PROGRAM, id),
+                state.programs.get(id).map(encode),
+            );
+        }
+        for id in self.users.keys() {
+            put_or_delete(keys::key(keys::USER, id), state.users.get(id).map(encode));
+        }
+        for id in self.balances.keys() {
+            put_or_delete(
+                keys::key(keys::BALANCE, id),
+                state.balances.get(id).map(encode),
+            );
+        }
+        for id in self.cards.keys() {
+            put_or_delete(keys::key(keys::CARD, id), state.cards.get(id).map(encode));
+        }
+        for id in self.txns.keys() {
+            put_or_delete(
+                keys::numbered(keys::TXN, *id),
+                state.txns.get(id).map(encode),
+            );
+        }
+        for entry in &self.journal {
+            batch.put(keys::numbered(keys::JOURNAL, entry.seq), encode(entry));
+        }
+        if self.counters.is_some() {
+            batch.put(
+                keys::key(keys::META, "next_txn"),
+                state.next_txn.to_string().into_bytes(),
+            );
+            batch.put(
+                keys::key(keys::META, "next_journal"),
+                state.next_journal.to_string().into_bytes(),
+            );
+        }
+        batch
+    }
+
+    /// Puts the state back as it was before this change set.
+    pub fn undo(self, state: &mut State) {
+        for (id, old) in self.balances {
+            match old {
+                Some(b) => state.balances.insert(id, b),
+                None => state.balances.remove(&id),
+            };
+        }
+        for (id, old) in self.cards {
+            match old {
+                Some(c) => state.cards.insert(id, c),
+                None => state.cards.remove(&id),
+            };
+        }
+        state.card_by_pan.retain(|hash, id| {
+            state
+                .cards
+                .get(id)
+                .is_some_and(|c| c.pan_hash == hex::encode(hash))
+        });
+        for (id, old) in self.programs {
+            match old {
+                Some(p) => state.programs.insert(id, p),
+                None => state.programs.remove(&id),
+            };
+        }
+        for (id, old) in self.users {
+            match old {
+                Some(u) => state.users.insert(id, u),
+                None => state.users.remove(&id),
+            };
+        }
+        for (id, old) in self.txns {
+            state.unindex_txn(id);
+            if let Some(txn) = old {
+                state.index_txn(txn);
+            }
+        }
+        if let Some((next_txn, next_journal)) = self.counters {
+            state.next_txn = next_txn;
+            state.next_journal = next_journal;
+        }
+    }
+}

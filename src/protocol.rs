@@ -1,0 +1,510 @@
+//! ISO 8583 message ⇄ [`AuthRequest`] / [`AuthResponse`]: the only place that
+//! knows field numbers. It reads fields, checks their form, and builds the
+//! response message; it decides nothing about cards or money.
+
+use crate::authz::{Dialect, Outcome};
+use crate::iso8583::{Message, Spec};
+use crate::money::Currency;
+use crate::secrets::{mask_pan, CardSecrets};
+use bytes::Bytes;
+
+/// The kind of message by its MTI class (second digit).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MessageClass {
+    /// x1xx: authorization.
+    Authorization,
+    /// x2xx: financial.
+    Financial,
+    /// x4xx: reversal.
+    Reversal,
+    /// x8xx: network management.
+    NetworkManagement,
+}
+
+/// Network management functions (field 70 in 1987, field 24 in 1993).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetworkFunction {
+    /// Sign-on (001 / 801).
+    SignOn,
+    /// Sign-off (002 / 802).
+    SignOff,
+    /// Echo test (301 / 831).
+    Echo,
+}
+
+/// What the original of a completion or reversal was (field 90 or 56).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OriginalRef {
+    /// Original MTI, repeat digit cleared.
+    pub mti: [u8; 4],
+    /// Original STAN.
+    pub stan: [u8; 6],
+    /// Original transmission (1987) or local (1993) date-time.
+    pub datetime: String,
+    /// Original acquirer id, leading zeros removed.
+    pub acquirer: String,
+}
+
+/// A request as the engine sees it. Holds no clear PAN: only its keyed hash and masked form.
+#[derive(Clone, Debug)]
+pub struct AuthRequest {
+    /// Message class.
+    pub class: MessageClass,
+    /// An advice (x120, x220, x420): the network already acted.
+    pub advice: bool,
+    /// A repeat (x101, x121, x401, x421).
+    pub repeat: bool,
+    /// MTI with the repeat digit cleared (0101 → 0100).
+    pub mti: [u8; 4],
+    /// Keyed hash of the PAN (field 2).
+    pub pan_hash: Option<[u8; 32]>,
+    /// Masked PAN.
+    pub pan_masked: Option<String>,
+    /// Processing code (field 3).
+    pub processing_code: Option<[u8; 6]>,
+    /// Transaction amount in minor units (field 4).
+    pub amount_minor: u64,
+    /// Transaction currency (field 49).
+    pub currency: Option<Currency>,
+    /// Cardholder billing amount and currency (fields 6 and 51).
+    pub billing: Option<(u64, Currency)>,
+    /// Transmission month and day (field 7).
+    pub transmission: Option<(u32, u32)>,
+    /// The date-time that identifies the message in keys (field 7, or 12 in 1993).
+    pub key_datetime: String,
+    /// STAN (field 11).
+    pub stan: [u8; 6],
+    /// Acquirer id (field 32), leading zeros removed.
+    pub acquirer: String,
+    /// Terminal id (field 41), trimmed.
+    pub terminal: String,
+    /// Expiry sent by the terminal (field 14).
+    pub expiry: Option<[u8; 4]>,
+    /// Original of a completion or reversal.
+    pub original: Option<OriginalRef>,
+    /// Amount that remains after a partial reversal (field 95, or 4 with 30 in 1993).
+    pub replacement_amount: Option<u64>,
+    /// Network management function.
+    pub network: Option<NetworkFunction>,
+    /// The network's own answer carried by an advice (field 39).
+    pub advice_response_approved: Option<bool>,
+    /// Merchant category code (field 18).
+    pub mcc: Option<String>,
+    /// Card acceptor id (field 42).
+    pub merchant_id: Option<String>,
+}
+
+impl AuthRequest {
+    /// Transaction type: the first two digits of the processing code ("00" purchase).
+    pub fn transaction_type(&self) -> [u8; 2] {
+        match self.processing_code {
+            Some(p) => [p[0], p[1]],
+            None => *b"00",
+        }
+    }
+
+    /// Account type "from" (digits 3–4 of the processing code).
+    pub fn account_type(&self) -> [u8; 2] {
+        match self.processing_code {
+            Some(p) => [p[2], p[3]],
+            None => *b"00",
+        }
+    }
+
+    /// The idempotency key: MTI (repeat cleared), acquirer, STAN, date-time, terminal.
+    pub fn idempotency_key(&self) -> String {
+        format!(
+            "{}|{}|{}|{}|{}",
+            ascii(&self.mti),
+            self.acquirer,
+            ascii(&self.stan),
+            self.key_datetime,
+            self.terminal
+        )
+    }
+
+    /// The key later messages name this one by (field 90/56 carry no terminal).
+    pub fn original_key(&self) -> String {
+        original_key(&self.mti, &self.stan, &self.key_datetime, &self.acquirer)
+    }
+}
+
+/// The key of an original: MTI, STAN, date-time, acquirer.
+pub fn original_key(mti: &[u8; 4], stan: &[u8; 6], datetime: &str, acquirer: &str) -> String {
+    format!("{}|{}|{}|{}", ascii(mti), ascii(stan), datetime, acquirer)
+}
+
+fn ascii(b: &[u8]) -> &str {
+    std::str::from_utf8(b).unwrap_or("")
+}
+
+/// What the engine answers, independent of the dialect.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthResponse {
+    /// Outcome (field 39 through the dialect table).
+    pub outcome: Outcome,
+    /// Approval code (field 38).
+    pub approval_code: Option<String>,
+    /// Additional amounts (field 54) for balance inquiries.
+    pub additional_amounts: Option<String>,
+}
+
+impl AuthResponse {
+    /// An answer with only an outcome.
+    pub fn outcome(outcome: Outcome) -> AuthResponse {
+        AuthResponse {
+            outcome,
+            approval_code: None,
+            additional_amounts: None,
+        }
+    }
+}
+
+/// Why a message could not become a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ParseError {
+    /// A field is missing or malformed: answer with the format-error code.
+    Format {
+        /// The field.
+        field: usize,
+        /// What is wrong (never the field's content).
+        reason: &'static str,
+    },
+    /// An MTI we do not process: answer with invalid transaction.
+    UnsupportedMti,
+    /// A response MTI or one we cannot answer at all: do not answer.
+    NotARequest,
+}
+
+impl std::fmt::Display for ParseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ParseError::Format { field, reason } => write!(f, "field {field}: {reason}"),
+            ParseError::UnsupportedMti => f.write_str("unsupported message type"),
+            ParseError::NotARequest => f.write_str("not a request message"),
+        }
+    }
+}
+
+/// Protocol settings of one dialect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Profile {
+    /// Response-code dialect.
+    pub dialect: Dialect,
+}
+
+impl Profile {
+    /// The profile of a spec: four-digit field 39 means 1993/2003 action codes.
+    pub fn for_spec(spec: &Spec) -> Profile {
+        let dialect = match spec.field(39) {
+            Some(f) if f.length == 4 => Dialect::Iso93,
+            _ => Dialect::Iso87,
+        };
+        Profile { dialect }
+    }
+
+    fn version_digit(self) -> u8 {
+        match self.dialect {
+            Dialect::Iso87 => b'0',
+            Dialect::Iso93 => b'1',
+        }
+    }
+}
+
+fn digits(msg: &Message, field: usize, len: usize) -> Result<Option<&[u8]>, ParseError> {
+    match msg.get(field) {
+        None => Ok(None),
+        Some(v) if v.len() == len && v.iter().all(u8::is_ascii_digit) => Ok(Some(v)),
+        Some(_) => Err(ParseError::Format {
+            field,
+            reason: "expected fixed-length digits",
+        }),
+    }
+}
+
+fn number(v: &[u8]) -> u64 {
+    v.iter().fold(0u64, |acc, d| {
+        acc.saturating_mul(10).saturating_add(u64::from(d - b'0'))
+    })
+}
+
+fn text(msg: &Message, field: usize) -> Option<String> {
+    msg.get(field)
+        .map(|v| String::from_utf8_lossy(v).trim().to_string())
+}
+
+fn strip_zeros(s: &[u8]) -> String {
+    let t = String::from_utf8_lossy(s);
+    let t = t.trim();
+    let stripped = t.trim_start_matches('0');
+    stripped.to_string()
+}
+
+fn required<T>(value: Option<T>, field: usize) -> Result<T, ParseError> {
+    value.ok_or(ParseError::Format {
+        field,
+        reason: "required field missing",
+    })
+}
+
+/// Reads a request message into an [`AuthRequest`], hashing the PAN with `secrets`.
+pub fn parse(
+    msg: &Message,
+    profile: Profile,
+    secrets: &CardSecrets,
+) -> Result<AuthRequest, ParseError> {
+    let mti = msg.mti();
+    if mti[0] != profile.version_digit() || !mti.iter().all(u8::is_ascii_digit) {
+        return Err(ParseError::UnsupportedMti);
+    }
+    let class = match mti[1] {
+        b'1' => MessageClass::Authorization,
+        b'2' => MessageClass::Financial,
+        b'4' => MessageClass::Reversal,
+        b'8' => MessageClass::NetworkManagement,
+        _ => return Err(ParseError::UnsupportedMti),
+    };
+    // Third digit: 0 request, 2 advice (4 notification in 1993 network management); odd = response.
+    let advice = match (class, mti[2]) {
+        (MessageClass::NetworkManagement, b'0' | b'2' | b'4') => false,
+        (_, b'0') => false,
+        (MessageClass::Authorization | MessageClass::Financial | MessageClass::Reversal, b'2') => {
+            true
+        }
+        (_, b'1' | b'3' | b'5') => return Err(ParseError::NotARequest),
+        _ => return Err(ParseError::UnsupportedMti),
+    };
+    let repeat = match mti[3] {
+        b'0' => false,
+        b'1' => true,
+        _ => return Err(ParseError::UnsupportedMti),
+    };
+    let mut normalized = mti;
+    normalized[3] = b'0';
+
+    let stan = required(digits(msg, 11, 6)?, 11)?;
+    let stan: [u8; 6] = stan.try_into().map_err(|_| ParseError::Format {
+        field: 11,
+        reason: "bad STAN",
+    })?;
+    let transmission_field = digits(msg, 7, 10)?;
+    let transmission = match transmission_field {
+        Some(t) => {
+            let month = u32::try_from(number(&t[0..2])).unwrap_or(0);
+            let day = u32::try_from(number(&t[2..4])).unwrap_or(0);
+            if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+                return Err(ParseError::Format {
+                    field: 7,
+                    reason: "not a valid MMDDhhmmss",
+                });
+            }
+            Some((month, day))
+        }
+        None => None,
+    };
+    let key_datetime = match profile.dialect {
+        Dialect::Iso87 => transmission_field
+            .map(|t| ascii(t).to_string())
+            .unwrap_or_default(),
+        Dialect::Iso93 => digits(msg, 12, 12)?
+            .or(transmission_field)
+            .map(|t| ascii(t).to_string())
+            .unwrap_or_default(),
+    };
+    let acquirer = msg.get(32).map(strip_zeros).unwrap_or_default();
+    let terminal = text(msg, 41).unwrap_or_default();
+
+    let mut request = AuthRequest {
+        class,
+        advice,
+        repeat,
+        mti: normalized,
+        pan_hash: None,
+        pan_masked: None,
+        processing_code: None,
+        amount_minor: 0,
+        currency: None,
+        billing: None,
+        transmission,
+        key_datetime,
+        stan,
+        acquirer,
+        terminal,
+        expiry: None,
+        original: None,
+        replacement_amount: None,
+        network: None,
+        advice_response_approved: None,
+        mcc: text(msg, 18),
+        merchant_id: text(msg, 42),
+    };
+
+    if class == MessageClass::NetworkManagement {
+        let (field, on, off, echo) = match profile.dialect {
+            Dialect::Iso87 => (70, b"001", b"002", b"301"),
+            Dialect::Iso93 => (24, b"801", b"802", b"831"),
+        };
+        let code = required(digits(msg, field, 3)?, field)?;
+        request.network = Some(if code == on {
+            NetworkFunction::SignOn
+        } else if code == off {
+            NetworkFunction::SignOff
+        } else if code == echo {
+            NetworkFunction::Echo
+        } else {
+            return Err(ParseError::Format {
+                field,
+                reason: "unknown network management code",
+            });
+        });
+        return Ok(request);
+    }
+
+    let pan = required(msg.get(2), 2)?;
+    if pan.len() < 12 || pan.len() > 19 || !pan.iter().all(u8::is_ascii_digit) {
+        return Err(ParseError::Format {
+            field: 2,
+            reason: "PAN must be 12 to 19 digits",
+        });
+    }
+    request.pan_hash = Some(secrets.pan_hash(pan));
+    request.pan_masked = Some(mask_pan(pan));
+    let processing = required(digits(msg, 3, 6)?, 3)?;
+    request.processing_code = processing.try_into().ok();
+    request.amount_minor = number(required(digits(msg, 4, 12)?, 4)?);
+    let currency_digits = required(msg.get(49), 49)?;
+    request.currency = Some(Currency::from_numeric_ascii(currency_digits).ok_or(
+        ParseError::Format {
+            field: 49,
+            reason: "not an ISO 4217 numeric currency",
+        },
+    )?);
+    if let (Some(amount), Some(cur)) = (digits(msg, 6, 12)?, msg.get(51)) {
+        let cur = Currency::from_numeric_ascii(cur).ok_or(ParseError::Format {
+            field: 51,
+            reason: "not an ISO 4217 numeric currency",
+        })?;
+        request.billing = Some((number(amount), cur));
+    }
+    if let Some(exp) = digits(msg, 14, 4)? {
+        request.expiry = exp.try_into().ok();
+    }
+    if advice {
+        request.advice_response_approved = msg.get(39).map(|code| code.iter().all(|&d| d == b'0'));
+    }
+    match profile.dialect {
+        Dialect::Iso87 => {
+            if let Some(original) = digits(msg, 90, 42)? {
+                request.original = Some(OriginalRef {
+                    mti: original[0..4].try_into().map_err(|_| bad(90))?,
+                    stan: original[4..10].try_into().map_err(|_| bad(90))?,
+                    datetime: ascii(&original[10..20]).to_string(),
+                    acquirer: strip_zeros(&original[20..31]),
+                });
+            }
+            if let Some(replacement) = msg.get(95) {
+                if replacement.len() < 12 || !replacement[..12].iter().all(u8::is_ascii_digit) {
+                    return Err(bad(95));
+                }
+                request.replacement_amount = Some(number(&replacement[..12]));
+            }
+        }
+        Dialect::Iso93 => {
+            if let Some(original) = msg.get(56) {
+                // MTI n4, STAN n6, local date-time n12, acquirer LLVAR n..11.
+                if original.len() < 22 || !original.iter().all(u8::is_ascii_digit) {
+                    return Err(bad(56));
+                }
+                let acquirer = original.get(24..).map(strip_zeros).unwrap_or_default();
+                request.original = Some(OriginalRef {
+                    mti: original[0..4].try_into().map_err(|_| bad(56))?,
+                    stan: original[4..10].try_into().map_err(|_| bad(56))?,
+                    datetime: ascii(&original[10..22]).to_string(),
+                    acquirer,
+                });
+            }
+            if class == MessageClass::Reversal && digits(msg, 30, 24)?.is_some() {
+                request.replacement_amount = Some(request.amount_minor);
+            }
+        }
+    }
+    if let Some(original) = &mut request.original {
+        original.mti[3] = b'0';
+    }
+    Ok(request)
+}
+
+fn bad(field: usize) -> ParseError {
+    ParseError::Format {
+        field,
+        reason: "malformed",
+    }
+}
+
+/// Fields a response echoes from its request when present.
+const ECHO_FIELDS: &[usize] = &[
+    2, 3, 4, 7, 11, 12, 13, 24, 32, 37, 41, 42, 49, 56, 70, 90, 95,
+];
+
+/// The response MTI of a request MTI (0100 → 0110, 0401 → 0410).
+pub fn response_mti(mti: [u8; 4]) -> [u8; 4] {
+    let mut out = mti;
+    out[2] = match mti[2] {
+        b'0' => b'1',
+        b'2' => b'3',
+        b'4' => b'1', // 1804 → 1814
+        other => other,
+    };
+    out[3] = b'0';
+    out
+}
+
+/// Builds the response to `request` carrying `response`.
+pub fn build_response(request: &Message, response: &AuthResponse, profile: Profile) -> Message {
+    let mut out = Message::new(response_mti(request.mti()));
+    for &field in ECHO_FIELDS {
+        if let Some(value) = request.get_bytes(field) {
+            out.set(field, value.clone());
+        }
+    }
+    if let Some(code) = &response.approval_code {
+        out.set(38, Bytes::copy_from_slice(code.as_bytes()));
+    }
+    let code = if request.mti()[1] == b'8'
+        && response.outcome == Outcome::Approved
+        && profile.dialect == Dialect::Iso93
+    {
+        "0800"
+    } else {
+        response.outcome.code(profile.dialect)
+    };
+    out.set(39, Bytes::from_static(code.as_bytes()));
+    if let Some(amounts) = &response.additional_amounts {
+        out.set(54, Bytes::copy_from_slice(amounts.as_bytes()));
+    }
+    out
+}
+
+/// Builds the format-error (or invalid-transaction) answer to a message that
+/// could not be read completely: the MTI and whatever fields decoded are echoed.
+pub fn build_error_response(partial: &Message, outcome: Outcome, profile: Profile) -> Message {
+    build_response(partial, &AuthResponse::outcome(outcome), profile)
+}
+
+/// Field 54 amount: account type, amount type, currency, C/D sign, 12 digits of minor units.
+pub fn additional_amount(
+    account_type: [u8; 2],
+    amount_type: &str,
+    currency: Currency,
+    minor: i64,
+) -> String {
+    let sign = if minor < 0 { 'D' } else { 'C' };
+    format!(
+        "{}{}{:03}{}{:012}",
+        ascii(&account_type),
+        amount_type,
+        currency.numeric,
+        sign,
+        minor.unsigned_abs()
+    )
+}

@@ -1,0 +1,177 @@
+//! The data key: keyed hashes of PANs, CVV2s and PINs, so that none is kept
+//! in clear. The key lives in a file beside the store, created on first start
+//! with owner-only permissions, and never in the store itself.
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use std::io::Write;
+use std::path::Path;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// File name of the key inside the data directory.
+pub const KEY_FILE: &str = "data.key";
+
+/// Computes keyed hashes of card secrets.
+#[derive(Clone)]
+pub struct CardSecrets {
+    key: [u8; 32],
+}
+
+impl std::fmt::Debug for CardSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CardSecrets(<redacted>)")
+    }
+}
+
+impl CardSecrets {
+    /// Uses a given key (tests).
+    pub fn from_key(key: [u8; 32]) -> CardSecrets {
+        CardSecrets { key }
+    }
+
+    /// Loads the key from `dir/data.key`, creating it (mode 0600) on first use.
+    pub fn load_or_create(dir: &Path) -> std::io::Result<CardSecrets> {
+        let path = dir.join(KEY_FILE);
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("{} must hold exactly 32 bytes", path.display()),
+                    )
+                })?;
+                Ok(CardSecrets { key })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(dir)?;
+                let key: [u8; 32] = rand::random();
+                let mut options = std::fs::OpenOptions::new();
+                options.write(true).create_new(true);
+                #[cfg(unix)]
+                {
+                    use std::os::unix::fs::OpenOptionsExt;
+                    options.mode(0o600);
+                }
+                let mut file = options.open(&path)?;
+                file.write_all(&key)?;
+                file.sync_all()?;
+                Ok(CardSecrets { key })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn mac(&self, domain: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+        // A key of any length is accepted by HMAC, so `new_from_slice` cannot fail here.
+        let mut mac = match HmacSha256::new_from_slice(&self.key) {
+            Ok(mac) => mac,
+            Err(_) => unreachable!("HMAC accepts keys of any length"),
+        };
+        mac.update(domain);
+        for part in parts {
+            mac.update(&[0]);
+            mac.update(part);
+        }
+        mac.finalize().into_bytes().into()
+    }
+
+    /// The keyed hash a PAN is found by.
+    pub fn pan_hash(&self, pan: &[u8]) -> [u8; 32] {
+        self.mac(b"pan", &[pan])
+    }
+
+    /// The keyed hash of a card's CVV2 (bound to the card id).
+    pub fn cvv2_hash(&self, card_id: &str, cvv2: &[u8]) -> String {
+        hex::encode(self.mac(b"cvv2", &[card_id.as_bytes(), cvv2]))
+    }
+
+    /// The keyed hash of a card's PIN (bound to the card id).
+    pub fn pin_hash(&self, card_id: &str, pin: &[u8]) -> String {
+        hex::encode(self.mac(b"pin", &[card_id.as_bytes(), pin]))
+    }
+}
+
+/// A PAN masked for display: first 6 and last 4 digits.
+pub fn mask_pan(pan: &[u8]) -> String {
+    let n = pan.len();
+    if n < 10 {
+        return "*".repeat(n);
+    }
+    let mut out = String::with_capacity(n);
+    for (i, &b) in pan.iter().enumerate() {
+        out.push(if i < 6 || i >= n - 4 {
+            char::from(b)
+        } else {
+            '*'
+        });
+    }
+    out
+}
+
+/// True when the digits pass the Luhn check.
+pub fn luhn_valid(digits: &[u8]) -> bool {
+    if digits.len() < 2 || !digits.iter().all(u8::is_ascii_digit) {
+        return false;
+    }
+    let sum: u32 = digits
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, &d)| {
+            let d = u32::from(d - b'0');
+            if i % 2 == 1 {
+                let x = d * 2;
+                if x > 9 {
+                    x - 9
+                } else {
+                    x
+                }
+            } else {
+                d
+            }
+        })
+        .sum();
+    sum % 10 == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn luhn() {
+        assert!(luhn_valid(b"5355220000000012"));
+        assert!(!luhn_valid(b"5355220000000017"));
+        assert!(!luhn_valid(b"53552200000000a7"));
+    }
+
+    #[test]
+    fn masks_all_but_first_six_and_last_four() {
+        assert_eq!(mask_pan(b"5355220000000017"), "535522******0017");
+    }
+
+    #[test]
+    fn key_file_is_created_once_and_private() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = CardSecrets::load_or_create(dir.path()).expect("create");
+        let b = CardSecrets::load_or_create(dir.path()).expect("load");
+        assert_eq!(
+            a.pan_hash(b"5355220000000017"),
+            b.pan_hash(b"5355220000000017")
+        );
+        assert_ne!(
+            a.pan_hash(b"5355220000000017"),
+            a.pan_hash(b"5355220000000025")
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join(KEY_FILE))
+                .expect("meta")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! An in-memory store for tests, with fault injection.
+
+use super::{Store, StoreError, WriteBatch};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// A `BTreeMap` store. Clones share the same data, so a test can keep one to
+/// inspect what the engine committed or to make commits fail.
+#[derive(Clone, Default)]
+pub struct MemoryStore {
+    data: Arc<Mutex<BTreeMap<Vec<u8>, Vec<u8>>>>,
+    fail_commits: Arc<AtomicBool>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> MemoryStore {
+        MemoryStore::default()
+    }
+
+    /// While `fail` is true every commit fails and writes nothing (a dead disk).
+    pub fn set_fail_commits(&self, fail: bool) {
+        self.fail_commits.store(fail, Ordering::SeqCst);
+    }
+}
+
+impl Store for MemoryStore {
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        let data = self.data.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(data
+            .range(prefix.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let data = self.data.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(data.get(key).cloned())
+    }
+
+    fn commit(&mut self, batch: WriteBatch) -> Result<(), StoreError> {
+        if self.fail_commits.load(Ordering::SeqCst) {
+            return Err(StoreError::Io("injected failure".into()));
+        }
+        let mut data = self.data.lock().unwrap_or_else(PoisonError::into_inner);
+        for (key, value) in batch.ops {
+            match value {
+                Some(v) => data.insert(key, v),
+                None => data.remove(&key),
+            };
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,122 @@
+//! Storage behind a small trait: a durable sled store and an in-memory one
+//! for tests and fault injection. The store keeps bytes under keys and
+//! commits batches; it decides nothing.
+
+mod memory;
+mod sled_store;
+
+pub use memory::MemoryStore;
+pub use sled_store::SledStore;
+
+use std::fmt;
+
+/// A set of writes committed all or nothing.
+#[derive(Default, Debug)]
+pub struct WriteBatch {
+    /// Key and new value (`None` deletes), in order; a later write of a key wins.
+    pub ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl WriteBatch {
+    /// Sets `key` to `value`.
+    pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.ops.push((key, Some(value)));
+    }
+
+    /// Deletes `key`.
+    pub fn delete(&mut self, key: Vec<u8>) {
+        self.ops.push((key, None));
+    }
+
+    /// True when there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// Number of writes.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+}
+
+/// Why the store failed.
+#[derive(Debug)]
+pub enum StoreError {
+    /// The underlying engine or the disk failed.
+    Io(String),
+    /// A value on disk could not be read back.
+    Corrupt(String),
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Io(e) => write!(
+                f,
+                "storage failed: {e}; check the disk and the data directory's permissions"
+            ),
+            StoreError::Corrupt(e) => write!(
+                f,
+                "stored data is unreadable: {e}; run `antaca verify` on a copy"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        StoreError::Io(e.to_string())
+    }
+}
+
+impl From<std::io::Error> for StoreError {
+    fn from(e: std::io::Error) -> Self {
+        StoreError::Io(e.to_string())
+    }
+}
+
+/// A key-value store that commits batches durably.
+pub trait Store: Send + 'static {
+    /// Every key-value pair whose key starts with `prefix`, in key order.
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    /// One value.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Applies the batch atomically and returns only once it is on disk.
+    fn commit(&mut self, batch: WriteBatch) -> Result<(), StoreError>;
+}
+
+/// Key prefixes of the layout: one tree, one prefix per record kind, so that
+/// a single `apply_batch` commits every record an authorization touches.
+pub mod keys {
+    /// Meta records (counters, format version).
+    pub const META: &[u8] = b"m/";
+    /// Programs by id.
+    pub const PROGRAM: &[u8] = b"p/";
+    /// Users by id.
+    pub const USER: &[u8] = b"u/";
+    /// Balances by id.
+    pub const BALANCE: &[u8] = b"b/";
+    /// Cards by id.
+    pub const CARD: &[u8] = b"c/";
+    /// Transactions by zero-padded id.
+    pub const TXN: &[u8] = b"t/";
+    /// Journal entries by zero-padded sequence.
+    pub const JOURNAL: &[u8] = b"j/";
+
+    /// `prefix` followed by `id`.
+    pub fn key(prefix: &[u8], id: &str) -> Vec<u8> {
+        let mut k = Vec::with_capacity(prefix.len() + id.len());
+        k.extend_from_slice(prefix);
+        k.extend_from_slice(id.as_bytes());
+        k
+    }
+
+    /// `prefix` followed by a 20-digit zero-padded number, so keys sort numerically.
+    pub fn numbered(prefix: &[u8], n: u64) -> Vec<u8> {
+        let mut k = prefix.to_vec();
+        k.extend_from_slice(format!("{n:020}").as_bytes());
+        k
+    }
+}

@@ -1,0 +1,94 @@
+//! The durable store: sled, one tree, one `apply_batch` per group commit,
+//! then `flush` and an `fdatasync` of sled's files.
+//!
+//! sled's `flush()` writes with `sync_file_range`, which does not survive a
+//! power loss; the `fdatasync` after it makes a commit durable against power
+//! loss as well as a process crash.
+
+use super::{Store, StoreError, WriteBatch};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+/// A sled database in a directory.
+pub struct SledStore {
+    db: sled::Db,
+    dir: PathBuf,
+    /// sled's files, kept open to `fdatasync` them after each flush.
+    files: Vec<File>,
+}
+
+impl SledStore {
+    /// Opens (or creates) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
+        std::fs::create_dir_all(dir)?;
+        let db = sled::Config::new()
+            .path(dir.join("sled"))
+            .flush_every_ms(None)
+            .cache_capacity(256 * 1024 * 1024)
+            .open()?;
+        let mut store = SledStore {
+            db,
+            dir: dir.to_path_buf(),
+            files: Vec::new(),
+        };
+        store.reopen_files()?;
+        // Make the directory entries of sled's files durable too.
+        sync_dir(&store.dir.join("sled"))?;
+        sync_dir(&store.dir)?;
+        Ok(store)
+    }
+
+    /// The directory the store lives in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn reopen_files(&mut self) -> Result<(), StoreError> {
+        self.files.clear();
+        let sled_dir = self.dir.join("sled");
+        for entry in std::fs::read_dir(&sled_dir)? {
+            let path = entry?.path();
+            if path.is_file() {
+                self.files.push(File::open(&path)?);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+impl Store for SledStore {
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        self.db
+            .scan_prefix(prefix)
+            .map(|item| {
+                item.map(|(k, v)| (k.to_vec(), v.to_vec()))
+                    .map_err(StoreError::from)
+            })
+            .collect()
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get(key)?.map(|v| v.to_vec()))
+    }
+
+    fn commit(&mut self, batch: WriteBatch) -> Result<(), StoreError> {
+        let mut sled_batch = sled::Batch::default();
+        for (key, value) in batch.ops {
+            match value {
+                Some(v) => sled_batch.insert(key, v),
+                None => sled_batch.remove(key),
+            }
+        }
+        self.db.apply_batch(sled_batch)?;
+        self.db.flush()?;
+        for file in &self.files {
+            file.sync_data()?;
+        }
+        Ok(())
+    }
+}
