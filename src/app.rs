@@ -1,0 +1,260 @@
+//! Starting and stopping a whole engine: store, writer thread, ISO 8583 and
+//! HTTP listeners on a network thread. `main` and the tests both use it.
+
+use crate::engine::{now_ms, Command, Engine, EngineConfig, EngineHandle};
+use crate::framing::LengthHeader;
+use crate::iso8583::Spec;
+use crate::portfolio::{self, Portfolio};
+use crate::protocol::Profile;
+use crate::secrets::CardSecrets;
+use crate::server::{IsoConfig, IsoContext};
+use crate::store::{SledStore, Store};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// The demo portfolio, embedded so `serve` works from any directory.
+pub const DEMO_PORTFOLIO: &str = include_str!("../fixtures/demo-portfolio.json");
+
+/// A boxed error with a message meant for the operator.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What to serve and how.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    /// Data directory.
+    pub data: PathBuf,
+    /// ISO 8583 listen address.
+    pub iso_listen: String,
+    /// HTTP listen address.
+    pub http_listen: String,
+    /// Built-in spec name or spec file path.
+    pub spec: String,
+    /// Portfolio to import into the empty store; `None` loads the demo into an empty store.
+    pub portfolio: Option<PathBuf>,
+    /// Listener settings.
+    pub iso: IsoConfig,
+    /// Engine settings.
+    pub engine: EngineConfig,
+    /// How often expired holds are swept.
+    pub sweep_interval: Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            data: PathBuf::from("./antaca-data"),
+            iso_listen: "127.0.0.1:8583".into(),
+            http_listen: "127.0.0.1:8080".into(),
+            spec: "iso87ascii".into(),
+            portfolio: None,
+            iso: IsoConfig::default(),
+            engine: EngineConfig::default(),
+            sweep_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Opens the sled store and data key in `data`.
+pub fn open(
+    data: &Path,
+    config: EngineConfig,
+) -> Result<(Engine<SledStore>, CardSecrets), BoxError> {
+    let store = SledStore::open(data)
+        .map_err(|e| format!("cannot open the store in {}: {e}", data.display()))?;
+    let secrets =
+        CardSecrets::load_or_create(data).map_err(|e| format!("cannot load the data key: {e}"))?;
+    Ok((Engine::open(store, config)?, secrets))
+}
+
+/// A running engine.
+pub struct Running {
+    /// Where ISO 8583 is served.
+    pub iso_addr: SocketAddr,
+    /// Where HTTP is served.
+    pub http_addr: SocketAddr,
+    engine: Option<EngineHandle>,
+    /// What `serve` prints at start: listen addresses and demo cards.
+    pub banner: String,
+    shutdown: CancellationToken,
+    network: Option<std::thread::JoinHandle<()>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    /// A handle to the writer (tests inspect state through it).
+    pub fn engine(&self) -> EngineHandle {
+        match &self.engine {
+            Some(engine) => engine.clone(),
+            None => unreachable!("the handle is only taken while stopping"),
+        }
+    }
+
+    /// Stops accepting, answers what is in flight, lets the writer commit, and waits.
+    pub fn stop(mut self) {
+        self.shutdown_and_join();
+    }
+
+    fn shutdown_and_join(&mut self) {
+        self.shutdown.cancel();
+        if let Some(network) = self.network.take() {
+            let _ = network.join();
+        }
+        // The network thread held the other handles; ours is the last one.
+        self.engine.take();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.shutdown_and_join();
+    }
+}
+
+/// Opens the store (importing a portfolio if asked, or the demo into an empty
+/// store), starts the writer and both listeners, and returns once they listen.
+pub fn start(options: ServeOptions) -> Result<Running, BoxError> {
+    let (engine, secrets) = open(&options.data, options.engine.clone())?;
+    start_with(engine, secrets, options)
+}
+
+/// Like [`start`], over any store (tests use the in-memory one).
+pub fn start_with<S: Store>(
+    mut engine: Engine<S>,
+    secrets: CardSecrets,
+    options: ServeOptions,
+) -> Result<Running, BoxError> {
+    let spec = Spec::load(&options.spec).map_err(|e| format!("spec {:?}: {e}", options.spec))?;
+    let mut banner = String::new();
+    match &options.portfolio {
+        Some(file) => {
+            let portfolio = Portfolio::read(file)?;
+            let summary = portfolio::import(&mut engine, &portfolio, &secrets, now_ms())?;
+            banner.push_str(&format!(
+                "imported {} ({} cards)\n",
+                file.display(),
+                summary.cards
+            ));
+        }
+        None if engine.is_empty() => {
+            let portfolio = Portfolio::parse(DEMO_PORTFOLIO)?;
+            portfolio::import(&mut engine, &portfolio, &secrets, now_ms())?;
+            banner.push_str(
+                "empty store: loaded the demo portfolio (fixtures/demo-portfolio.json)\n",
+            );
+        }
+        None => {}
+    }
+    let cards = describe_cards(engine.state());
+    let (handle, writer) = engine.spawn()?;
+
+    let iso_listener = std::net::TcpListener::bind(&options.iso_listen)
+        .map_err(|e| format!("cannot listen on {}: {e}", options.iso_listen))?;
+    let http_listener = std::net::TcpListener::bind(&options.http_listen)
+        .map_err(|e| format!("cannot listen on {}: {e}", options.http_listen))?;
+    iso_listener.set_nonblocking(true)?;
+    http_listener.set_nonblocking(true)?;
+    let iso_addr = iso_listener.local_addr()?;
+    let http_addr = http_listener.local_addr()?;
+    banner.push_str(&format!(
+        "ISO 8583 listening on {iso_addr} (spec {}, {:?} length header)\nHTTP listening on http://{http_addr}\n{cards}",
+        spec.name(),
+        options.iso.header
+    ));
+
+    let shutdown = CancellationToken::new();
+    let profile = Profile::for_spec(&spec);
+    let context = Arc::new(IsoContext {
+        spec,
+        profile,
+        secrets,
+        config: options.iso.clone(),
+        engine: handle.clone(),
+    });
+    let network_handle = handle.clone();
+    let network_shutdown = shutdown.clone();
+    let sweep_interval = options.sweep_interval;
+    // One thread for the network (a current-thread runtime), one for the writer:
+    // on a small machine this beats a work-stealing pool (fewer wakeups and cache moves).
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let network = std::thread::Builder::new()
+        .name("antaca-net".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let iso_listener = match tokio::net::TcpListener::from_std(iso_listener) {
+                    Ok(l) => l,
+                    Err(e) => return tracing::error!(error = %e, "iso listener"),
+                };
+                let http_listener = match tokio::net::TcpListener::from_std(http_listener) {
+                    Ok(l) => l,
+                    Err(e) => return tracing::error!(error = %e, "http listener"),
+                };
+                let iso = tokio::spawn(crate::server::serve(
+                    iso_listener,
+                    context,
+                    network_shutdown.clone(),
+                ));
+                let http = tokio::spawn(crate::http::serve(
+                    http_listener,
+                    network_handle.clone(),
+                    network_shutdown.clone(),
+                ));
+                let mut tick = tokio::time::interval(sweep_interval);
+                loop {
+                    tokio::select! {
+                        _ = network_shutdown.cancelled() => break,
+                        _ = tick.tick() => {
+                            if network_handle.send(Command::ExpireHolds).await.is_err() { break; }
+                        }
+                    }
+                }
+                let _ = iso.await;
+                let _ = http.await;
+            });
+        })?;
+    Ok(Running {
+        iso_addr,
+        http_addr,
+        engine: Some(handle),
+        banner,
+        shutdown,
+        network: Some(network),
+        writer: Some(writer),
+    })
+}
+
+/// One line per card: id, masked PAN, type, state, lock, expiry, balance.
+pub fn describe_cards(state: &crate::engine::state::State) -> String {
+    let mut cards: Vec<_> = state.cards.values().collect();
+    cards.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut out = String::from("cards:\n");
+    for card in cards {
+        let balance = state.balances.get(&card.balance);
+        let lock = card.lock.map(|l| format!(" lock {l}")).unwrap_or_default();
+        out.push_str(&format!(
+            "  {:<6} {}  {:?} {:?}{}  expiry {}  balance {} {} {}\n",
+            card.id,
+            card.pan_masked,
+            card.card_type,
+            card.state,
+            lock,
+            card.expiry,
+            card.balance,
+            balance.map(|b| b.available.to_string()).unwrap_or_default(),
+            balance.map(|b| b.currency.as_str()).unwrap_or_default(),
+        ));
+    }
+    out
+}
+
+/// Parses a length header name for the command line.
+pub fn parse_length_header(s: &str) -> Result<LengthHeader, String> {
+    s.parse::<LengthHeader>().map_err(|e| e.to_string())
+}
