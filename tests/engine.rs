@@ -1,0 +1,278 @@
+//! The writer without sockets: hold expiry with a given clock, a failing
+//! disk, journal invariants. Requests are built with the real protocol layer.
+
+mod common;
+
+use antaca::authz::Outcome;
+use antaca::engine::state::{Changes, State};
+use antaca::engine::{Engine, EngineConfig};
+use antaca::iso8583::Message;
+use antaca::portfolio::{self, Portfolio};
+use antaca::protocol::{self, AuthRequest, Profile};
+use antaca::secrets::CardSecrets;
+use antaca::store::{keys, MemoryStore, Store};
+use common::{fixture, pan, request};
+use rust_decimal::Decimal;
+use std::time::Duration;
+
+fn secrets() -> CardSecrets {
+    CardSecrets::from_key([7; 32])
+}
+
+fn engine(store: MemoryStore) -> Engine<MemoryStore> {
+    let config = EngineConfig {
+        hold_expiry: Duration::from_secs(3600),
+        ..EngineConfig::default()
+    };
+    let mut engine = Engine::open(store, config).expect("open");
+    let portfolio = Portfolio::read(&fixture("test-portfolio.json")).expect("portfolio");
+    portfolio::import(&mut engine, &portfolio, &secrets(), 0).expect("import");
+    engine
+}
+
+fn parse(msg: &Message) -> AuthRequest {
+    let profile = Profile {
+        dialect: antaca::authz::Dialect::Iso87,
+    };
+    protocol::parse(msg, profile, &secrets()).expect("parse")
+}
+
+fn process(engine: &mut Engine<MemoryStore>, msg: &Message, now: u64) -> (Outcome, Changes) {
+    let mut changes = Changes::default();
+    let response = engine.process(&mut changes, &parse(msg), now);
+    (response.outcome, changes)
+}
+
+fn available(state: &State, id: &str) -> (Decimal, Decimal) {
+    let b = &state.balances[id];
+    (b.available, b.held)
+}
+
+fn now() -> u64 {
+    antaca::engine::now_ms()
+}
+
+#[test]
+fn holds_expire_after_the_configured_time() {
+    let mut engine = engine(MemoryStore::new());
+    let t0 = now();
+    let (outcome, _) = process(
+        &mut engine,
+        &request("0100", &pan("ok"), "000000", 2_000, 1),
+        t0,
+    );
+    assert_eq!(outcome, Outcome::Approved);
+    assert_eq!(
+        available(engine.state(), "b-ok"),
+        ("980.00".parse().expect("d"), "20.00".parse().expect("d"))
+    );
+    // Not yet.
+    let mut changes = Changes::default();
+    engine.expire_holds(&mut changes, t0 + 3_599_999);
+    assert!(changes.is_empty());
+    // Now.
+    engine.expire_holds(&mut changes, t0 + 3_600_000);
+    assert!(!changes.is_empty());
+    assert_eq!(
+        available(engine.state(), "b-ok"),
+        ("1000.00".parse().expect("d"), "0.00".parse().expect("d"))
+    );
+    // A completion after expiry is still posted, as a forced charge.
+    let mut completion = request("0220", &pan("ok"), "000000", 2_000, 1);
+    completion.set(
+        90,
+        common::original_data(&request("0100", &pan("ok"), "000000", 2_000, 1)),
+    );
+    let (outcome, _) = process(&mut engine, &completion, t0 + 3_700_000);
+    assert_eq!(outcome, Outcome::Approved);
+    assert_eq!(
+        available(engine.state(), "b-ok"),
+        ("980.00".parse().expect("d"), "0.00".parse().expect("d"))
+    );
+}
+
+#[tokio::test]
+async fn a_failing_disk_answers_system_malfunction_and_changes_nothing() {
+    let store = MemoryStore::new();
+    let engine = engine(store.clone());
+    let (handle, writer) = engine.spawn().expect("spawn");
+    let before = handle
+        .inspect(|s| (s.balances["b-ok"].available, s.next_journal))
+        .await
+        .expect("inspect");
+
+    store.set_fail_commits(true);
+    let response = handle
+        .request(parse(&request("0100", &pan("ok"), "000000", 1_000, 1)))
+        .await
+        .expect("answer");
+    assert_eq!(response.outcome, Outcome::SystemMalfunction);
+    assert!(response.approval_code.is_none());
+    let during = handle
+        .inspect(|s| (s.balances["b-ok"].available, s.next_journal))
+        .await
+        .expect("inspect");
+    assert_eq!(during, before, "a failed commit is undone in memory");
+
+    store.set_fail_commits(false);
+    let response = handle
+        .request(parse(&request("0100", &pan("ok"), "000000", 1_000, 1)))
+        .await
+        .expect("answer");
+    assert_eq!(
+        response.outcome,
+        Outcome::Approved,
+        "the same request succeeds once the disk is back"
+    );
+    drop(handle);
+    writer.join().expect("writer");
+    let stored = store
+        .get(&keys::key(keys::BALANCE, "b-ok"))
+        .expect("get")
+        .expect("balance");
+    let balance: antaca::model::Balance = serde_json::from_slice(&stored).expect("json");
+    assert_eq!(balance.available, "990.00".parse::<Decimal>().expect("d"));
+}
+
+#[test]
+fn every_journal_entry_balances_and_balances_are_their_journal() {
+    let store = MemoryStore::new();
+    let mut engine = engine(store.clone());
+    let t = now();
+    let original = request("0100", &pan("cr1"), "000000", 3_000, 1);
+    let messages = vec![
+        original.clone(),
+        request("0200", &pan("ok"), "000000", 1_234, 2),
+        request("0200", &pan("ok"), "200000", 234, 3),
+        request("0120", &pan("poor"), "000000", 9_900, 4),
+        {
+            let mut c = request("0220", &pan("cr1"), "000000", 2_500, 5);
+            c.set(90, common::original_data(&original));
+            c
+        },
+        request("0100", &pan("dep"), "000000", 1_000, 6),
+    ];
+    for m in &messages {
+        let mut changes = Changes::default();
+        let outcome = engine.process(&mut changes, &parse(m), t).outcome;
+        assert_eq!(outcome, Outcome::Approved);
+        // Commit through the public path so the store sees it.
+        let batch = changes.to_batch(engine.state());
+        let mut s = store.clone();
+        s.commit(batch).expect("commit");
+    }
+    // Re-project every balance from the stored journal.
+    let mut projected: std::collections::HashMap<String, (Decimal, Decimal)> = Default::default();
+    for (_, v) in store.scan_prefix(keys::JOURNAL).expect("scan") {
+        let entry: antaca::model::JournalEntry = serde_json::from_slice(&v).expect("entry");
+        assert!(entry.balances(), "entry {} does not balance", entry.seq);
+        for p in entry.postings {
+            match p.account {
+                antaca::model::Account::Available(b) => {
+                    projected.entry(b).or_default().0 += p.amount
+                }
+                antaca::model::Account::Held(b) => projected.entry(b).or_default().1 += p.amount,
+                _ => {}
+            }
+        }
+    }
+    for (id, balance) in &engine.state().balances {
+        let (a, h) = projected.get(id).copied().unwrap_or_default();
+        assert_eq!(
+            (balance.available, balance.held),
+            (a, h),
+            "balance {id} equals its journal"
+        );
+    }
+    // partner credit: both legs held, then captured at 25.00.
+    assert_eq!(
+        available(engine.state(), "pc"),
+        ("75.00".parse().expect("d"), Decimal::ZERO)
+    );
+    assert_eq!(
+        available(engine.state(), "b-cr1"),
+        ("25.00".parse().expect("d"), Decimal::ZERO)
+    );
+}
+
+#[test]
+fn import_refuses_bad_records_and_imports_nothing() {
+    let base = std::fs::read_to_string(fixture("test-portfolio.json")).expect("read");
+    let cases = [
+        ("\"5355220000000012\"", "\"5355220000000013\"", "Luhn"),
+        (
+            "\"funding\": \"user_balance\"",
+            "\"funding\": \"user_balance\", \"colour\": \"red\"",
+            "unknown field",
+        ),
+        (
+            "\"balance\": \"b-poor\"",
+            "\"balance\": \"b-nowhere\"",
+            "does not exist",
+        ),
+        (
+            "\"amount\": \"5.00\"",
+            "\"amount\": \"5.001\"",
+            "digits after the decimal point",
+        ),
+        (
+            "\"amount\": \"5.00\"",
+            "\"amount\": \"-5.00\"",
+            "not a plain",
+        ),
+        ("\"lock\": 7", "\"lock\": 9", "lock must be"),
+    ];
+    for (from, to, expect) in cases {
+        assert!(base.contains(from), "fixture has {from}");
+        let text = base.replacen(from, to, 1);
+        let store = MemoryStore::new();
+        let mut engine = Engine::open(store.clone(), EngineConfig::default()).expect("open");
+        let error = Portfolio::parse(&text)
+            .and_then(|p| portfolio::import(&mut engine, &p, &secrets(), 0))
+            .expect_err(expect);
+        let message = error.to_string();
+        assert!(
+            message.contains(expect),
+            "{message:?} should mention {expect:?}"
+        );
+        assert!(
+            !message.contains("535522"),
+            "errors never carry a PAN: {message}"
+        );
+        assert!(
+            store.scan_prefix(b"").expect("scan").is_empty(),
+            "nothing imported"
+        );
+    }
+    // A store that already holds a portfolio refuses another.
+    let store = MemoryStore::new();
+    let mut engine = engine(store);
+    let p = Portfolio::parse(&base).expect("parse");
+    let error = portfolio::import(&mut engine, &p, &secrets(), 0).expect_err("non-empty");
+    assert!(error.to_string().contains("already holds a portfolio"));
+}
+
+#[test]
+fn no_clear_pan_cvv2_or_pin_reaches_the_store() {
+    let store = MemoryStore::new();
+    let _engine = engine(store.clone());
+    let text = std::fs::read_to_string(fixture("test-portfolio.json")).expect("read");
+    let portfolio: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let everything: Vec<u8> = store
+        .scan_prefix(b"")
+        .expect("scan")
+        .into_iter()
+        .flat_map(|(k, v)| k.into_iter().chain(v))
+        .collect();
+    let haystack = String::from_utf8_lossy(&everything);
+    for card in portfolio["cards"].as_array().expect("cards") {
+        let pan = card["pan"].as_str().expect("pan");
+        assert!(!haystack.contains(pan), "a full PAN is stored in clear");
+        if let Some(cvv2) = card.get("cvv2").and_then(|c| c.as_str()) {
+            assert!(
+                !haystack.contains(&format!("\"{cvv2}\"")),
+                "a CVV2 is stored in clear"
+            );
+        }
+    }
+}
