@@ -85,6 +85,15 @@ fn bench(c: &mut Criterion) {
                 (o, o2)
             })
         });
+        // What the issuer does per authorization: decode the 0100, encode the 0110.
+        g.bench_function("server_decode_0100_encode_0110", |b| {
+            b.iter(|| {
+                let a = spec.decode(black_box(&req_wire)).expect("decodes");
+                let mut o = BytesMut::new();
+                spec.encode(black_box(&resp), &mut o).expect("encodes");
+                (a, o)
+            })
+        });
         g.finish();
     }
 }
