@@ -3,6 +3,7 @@
 //!
 //! The header is a property of the network link, not of the message, so it
 //! lives here and not in the codec (moov-io keeps them apart the same way).
+#![warn(missing_docs)]
 
 use std::fmt;
 use std::str::FromStr;

@@ -1,5 +1,6 @@
 //! ISO 8583 codec: specs are data (JSON, see `specs/README.md`), compiled once
 //! into a field table; messages hold logical values as `Bytes`.
+#![warn(missing_docs)]
 
 mod codec;
 pub mod ebcdic;
