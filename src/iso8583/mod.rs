@@ -1,92 +1,164 @@
-//! TEMPORARY stub of the codec API while the real codec is written on branch `codec`.
-#![allow(missing_docs, clippy::all)]
-use bytes::{Bytes, BytesMut};
-use std::collections::BTreeMap;
+//! ISO 8583 codec: specs are data (JSON, see `specs/README.md`), compiled once
+//! into a field table; messages hold logical values as `Bytes`.
+#![warn(missing_docs)]
 
-#[derive(Clone, PartialEq, Default, Debug)]
-pub struct Message {
-    mti: [u8; 4],
-    fields: BTreeMap<usize, Bytes>,
+mod codec;
+pub mod ebcdic;
+mod error;
+mod message;
+mod spec;
+
+use std::fmt;
+
+use bytes::{Bytes, BytesMut};
+
+pub use error::{DecodeError, DecodeErrorKind, EncodeError, EncodeErrorKind};
+pub use message::Message;
+pub use spec::{
+    is_sensitive, BitmapEncoding, ContentType, DataEncoding, FieldKind, FieldSpec, MtiEncoding,
+    NibblePad, Padding, PrefixEncoding, SpecError, MAX_FIELD, SENSITIVE_FIELDS,
+};
+
+/// Names of the built-in specs, in the order `Spec::builtin_names` returns them.
+pub(crate) const BUILTIN_NAMES: &[&str] = &[
+    "iso87ascii",
+    "iso87ascii-binbitmap",
+    "iso87binary",
+    "iso93",
+    "iso87ebcdic",
+];
+
+fn builtin_text(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "iso87ascii" => include_str!("../../specs/iso87ascii.json"),
+        "iso87ascii-binbitmap" => include_str!("../../specs/iso87ascii-binbitmap.json"),
+        "iso87binary" => include_str!("../../specs/iso87binary.json"),
+        "iso93" => include_str!("../../specs/iso93.json"),
+        "iso87ebcdic" => include_str!("../../specs/iso87ebcdic.json"),
+        _ => return None,
+    })
 }
-impl Message {
-    pub fn new(mti: [u8; 4]) -> Message {
-        Message {
-            mti,
-            fields: BTreeMap::new(),
-        }
-    }
-    pub fn mti(&self) -> [u8; 4] {
-        self.mti
-    }
-    pub fn set_mti(&mut self, mti: [u8; 4]) {
-        self.mti = mti
-    }
-    pub fn get(&self, n: usize) -> Option<&[u8]> {
-        self.fields.get(&n).map(|b| &b[..])
-    }
-    pub fn get_bytes(&self, n: usize) -> Option<&Bytes> {
-        self.fields.get(&n)
-    }
-    pub fn set(&mut self, n: usize, v: impl Into<Bytes>) {
-        self.fields.insert(n, v.into());
-    }
-    pub fn remove(&mut self, n: usize) {
-        self.fields.remove(&n);
-    }
-    pub fn has(&self, n: usize) -> bool {
-        self.fields.contains_key(&n)
-    }
-    pub fn fields(&self) -> impl Iterator<Item = (usize, &Bytes)> {
-        self.fields.iter().map(|(k, v)| (*k, v))
-    }
+
+/// A compiled ISO 8583 dialect: MTI/bitmap encodings plus a field table indexed by number.
+#[derive(Clone)]
+pub struct Spec {
+    name: String,
+    pub(crate) mti_encoding: MtiEncoding,
+    pub(crate) bitmap_encoding: BitmapEncoding,
+    /// Index = field number (0 and 1 are always `None`).
+    pub(crate) fields: Vec<Option<FieldSpec>>,
+    /// Whether any field needs conversion (BCD/EBCDIC/hex) on decode.
+    pub(crate) needs_scratch: bool,
+    /// Bytes reserved up front when encoding.
+    pub(crate) size_hint: usize,
 }
-pub struct FieldSpec {
-    pub length: usize,
-}
-pub struct Spec;
-#[derive(Debug)]
-pub struct DecodeError {
-    pub field: Option<usize>,
-    pub partial: Option<Box<Message>>,
-}
-#[derive(Debug)]
-pub struct EncodeError {
-    pub field: usize,
-}
-#[derive(Debug)]
-pub struct SpecError;
-impl std::fmt::Display for SpecError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("spec")
-    }
-}
-impl std::fmt::Display for DecodeError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("decode")
-    }
-}
-impl std::fmt::Display for EncodeError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("encode")
+
+impl fmt::Debug for Spec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Spec")
+            .field("name", &self.name)
+            .field("mti_encoding", &self.mti_encoding)
+            .field("bitmap_encoding", &self.bitmap_encoding)
+            .field("fields", &self.fields.iter().flatten().count())
+            .finish()
     }
 }
+
 impl Spec {
-    pub fn load(_: &str) -> Result<Spec, SpecError> {
-        Err(SpecError)
+    /// A built-in spec by name (see [`Spec::builtin_names`]), or `None`.
+    pub fn builtin(name: &str) -> Option<Spec> {
+        builtin_text(name).and_then(|text| Spec::from_json(text).ok())
     }
-    pub fn name(&self) -> &str {
-        ""
+
+    /// Names accepted by [`Spec::builtin`].
+    pub fn builtin_names() -> &'static [&'static str] {
+        BUILTIN_NAMES
     }
-    pub fn decode(&self, _: &Bytes) -> Result<Message, DecodeError> {
-        Err(DecodeError {
-            field: None,
-            partial: None,
+
+    /// A built-in spec name, or else a path to a spec JSON file.
+    pub fn load(name_or_path: &str) -> Result<Spec, SpecError> {
+        if let Some(text) = builtin_text(name_or_path) {
+            return Spec::from_json(text);
+        }
+        let text = std::fs::read_to_string(name_or_path).map_err(|source| SpecError::NotFound {
+            name: name_or_path.to_string(),
+            source,
+        })?;
+        Spec::from_json(&text)
+    }
+
+    /// Parses and validates spec JSON (format in `specs/README.md`).
+    pub fn from_json(text: &str) -> Result<Spec, SpecError> {
+        let raw: spec::RawSpec = serde_json::from_str(text).map_err(SpecError::Json)?;
+        if raw.name.trim().is_empty() {
+            return Err(SpecError::Invalid {
+                field: None,
+                reason: "name must not be empty".into(),
+            });
+        }
+        let mut fields: Vec<Option<FieldSpec>> = vec![None; MAX_FIELD + 1];
+        let mut needs_scratch = false;
+        let mut size_hint = 4 + 32;
+        for rf in raw.fields {
+            let fs = spec::compile_field(rf)?;
+            let n = fs.number;
+            if fields[n].is_some() {
+                return Err(SpecError::Invalid {
+                    field: Some(n),
+                    reason: "defined twice".into(),
+                });
+            }
+            needs_scratch |= !matches!(fs.encoding, DataEncoding::Ascii | DataEncoding::Binary);
+            if fs.kind == FieldKind::Fixed && fs.length <= 64 {
+                size_hint += fs.length;
+            }
+            fields[n] = Some(fs);
+        }
+        Ok(Spec {
+            name: raw.name,
+            mti_encoding: raw.mti_encoding,
+            bitmap_encoding: raw.bitmap_encoding,
+            fields,
+            needs_scratch,
+            size_hint: size_hint.min(1024),
         })
     }
-    pub fn encode(&self, _: &Message, _: &mut BytesMut) -> Result<(), EncodeError> {
-        Err(EncodeError { field: 0 })
+
+    /// The spec's name (e.g. `iso87ascii`).
+    pub fn name(&self) -> &str {
+        &self.name
     }
-    pub fn field(&self, _: usize) -> Option<&FieldSpec> {
-        None
+
+    /// How the MTI is encoded on the wire.
+    pub fn mti_encoding(&self) -> MtiEncoding {
+        self.mti_encoding
+    }
+
+    /// How bitmaps are encoded on the wire.
+    pub fn bitmap_encoding(&self) -> BitmapEncoding {
+        self.bitmap_encoding
+    }
+
+    /// Decodes one frame body (no length header) into a message.
+    pub fn decode(&self, frame: &Bytes) -> Result<Message, DecodeError> {
+        codec::decode(self, frame)
+    }
+
+    /// Appends the wire form of `msg` to `out`; on error `out` is left as it was.
+    pub fn encode(&self, msg: &Message, out: &mut BytesMut) -> Result<(), EncodeError> {
+        codec::encode(self, msg, out)
+    }
+
+    /// The definition of field `n`, if the spec has one.
+    pub fn field(&self, n: usize) -> Option<&FieldSpec> {
+        self.fields.get(n).and_then(Option::as_ref)
+    }
+
+    /// Defined fields in ascending order.
+    pub fn fields(&self) -> impl Iterator<Item = &FieldSpec> {
+        self.fields.iter().flatten()
     }
 }
+
+#[cfg(test)]
+mod tests;
