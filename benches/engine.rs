@@ -20,11 +20,16 @@ fn luhn_complete(base: &str) -> String {
 }
 
 fn portfolio(cards: usize) -> (String, Vec<String>) {
-    let pans: Vec<String> = (0..cards).map(|i| luhn_complete(&format!("535522{i:09}"))).collect();
-    let users: Vec<String> =
-        (0..cards).map(|i| format!(r#"{{"id":"u{i}","program":"p","kyc":"verified"}}"#)).collect();
+    let pans: Vec<String> = (0..cards)
+        .map(|i| luhn_complete(&format!("535522{i:09}")))
+        .collect();
+    let users: Vec<String> = (0..cards)
+        .map(|i| format!(r#"{{"id":"u{i}","program":"p","kyc":"verified"}}"#))
+        .collect();
     let balances: Vec<String> = (0..cards)
-        .map(|i| format!(r#"{{"id":"b{i}","user":"u{i}","currency":"EUR","amount":"100000000.00"}}"#))
+        .map(|i| {
+            format!(r#"{{"id":"b{i}","user":"u{i}","currency":"EUR","amount":"100000000.00"}}"#)
+        })
         .collect();
     let card_records: Vec<String> = pans
         .iter()
@@ -59,7 +64,13 @@ fn authorization(pan: &str, stan: u32) -> Message {
     m
 }
 
-async fn client(addr: std::net::SocketAddr, pan: String, inflight: usize, until: Instant, first_stan: u32) -> Histogram<u64> {
+async fn client(
+    addr: std::net::SocketAddr,
+    pan: String,
+    inflight: usize,
+    until: Instant,
+    first_stan: u32,
+) -> Histogram<u64> {
     let spec = Spec::load("iso87ascii").expect("spec");
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
     let mut socket = tokio::net::TcpStream::connect(addr).await.expect("connect");
@@ -74,7 +85,8 @@ async fn client(addr: std::net::SocketAddr, pan: String, inflight: usize, until:
         while pending.len() < inflight && Instant::now() < until {
             stan += 1;
             body.clear();
-            spec.encode(&authorization(&pan, stan), &mut body).expect("encode");
+            spec.encode(&authorization(&pan, stan), &mut body)
+                .expect("encode");
             out.extend_from_slice(&u16::try_from(body.len()).expect("len").to_be_bytes());
             out.extend_from_slice(&body);
             pending.insert(stan % 1_000_000, Instant::now());
@@ -92,10 +104,14 @@ async fn client(addr: std::net::SocketAddr, pan: String, inflight: usize, until:
                     read_buf.advance(2);
                     let frame = read_buf.split_to(len).freeze();
                     let response = spec.decode(&frame).expect("response");
-                    let stan: u32 = String::from_utf8_lossy(response.get(11).unwrap_or_default()).parse().expect("stan");
+                    let stan: u32 = String::from_utf8_lossy(response.get(11).unwrap_or_default())
+                        .parse()
+                        .expect("stan");
                     assert_eq!(response.get(39), Some(&b"00"[..]), "approved");
                     if let Some(sent) = pending.remove(&stan) {
-                        histogram.saturating_record(u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX));
+                        histogram.saturating_record(
+                            u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX),
+                        );
                     }
                     if pending.len() < inflight {
                         break;
@@ -125,14 +141,25 @@ fn run(connections: usize, inflight: usize, seconds: u64) {
     })
     .expect("server");
     let addr = running.iso_addr;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let started = Instant::now();
     let until = started + Duration::from_secs(seconds);
     let histograms = runtime.block_on(async move {
         let tasks: Vec<_> = pans
             .into_iter()
             .enumerate()
-            .map(|(i, pan)| tokio::spawn(client(addr, pan, inflight, until, u32::try_from(i).expect("i") * 1_000_000)))
+            .map(|(i, pan)| {
+                tokio::spawn(client(
+                    addr,
+                    pan,
+                    inflight,
+                    until,
+                    u32::try_from(i).expect("i") * 1_000_000,
+                ))
+            })
             .collect();
         let mut all = Vec::new();
         for t in tasks {
@@ -160,8 +187,14 @@ fn run(connections: usize, inflight: usize, seconds: u64) {
 fn main() {
     // `cargo test --benches` runs benches with --bench absent: keep that quick.
     let quick = !std::env::args().any(|a| a == "--bench");
-    let seconds = std::env::var("ANTACA_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(if quick { 1 } else { 5 });
-    let inflight = std::env::var("ANTACA_BENCH_INFLIGHT").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
+    let seconds = std::env::var("ANTACA_BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(if quick { 1 } else { 5 });
+    let inflight = std::env::var("ANTACA_BENCH_INFLIGHT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
     let connections: Vec<usize> = std::env::var("ANTACA_BENCH_CONNECTIONS")
         .unwrap_or_else(|_| if quick { "1".into() } else { "1,64".into() })
         .split(',')

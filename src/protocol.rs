@@ -264,7 +264,7 @@ pub fn parse(
         b'8' => MessageClass::NetworkManagement,
         _ => return Err(ParseError::UnsupportedMti),
     };
-    // Third digit: 0 request, 2 advice (4 notification in 1993 network management); odd = response.
+    // Third digit: 0 request, 2 advice (4 notification); odd = response.
     let advice = match (class, mti[2]) {
         (MessageClass::NetworkManagement, b'0' | b'2' | b'4') => false,
         (_, b'0') => false,
@@ -274,13 +274,13 @@ pub fn parse(
         (_, b'1' | b'3' | b'5') => return Err(ParseError::NotARequest),
         _ => return Err(ParseError::UnsupportedMti),
     };
-    let repeat = match mti[3] {
-        b'0' => false,
-        b'1' => true,
-        _ => return Err(ParseError::UnsupportedMti),
-    };
+    // Fourth digit: origin (0 acquirer, 2 issuer, 4 other); odd = repeat of the even one.
+    if !(b'0'..=b'5').contains(&mti[3]) {
+        return Err(ParseError::UnsupportedMti);
+    }
+    let repeat = mti[3] & 1 == 1;
     let mut normalized = mti;
-    normalized[3] = b'0';
+    normalized[3] &= !1;
 
     let stan = required(digits(msg, 11, 6)?, 11)?;
     let stan: [u8; 6] = stan.try_into().map_err(|_| ParseError::Format {
@@ -446,16 +446,19 @@ const ECHO_FIELDS: &[usize] = &[
     2, 3, 4, 7, 11, 12, 13, 24, 32, 37, 41, 42, 49, 56, 70, 90, 95,
 ];
 
-/// The response MTI of a request MTI (0100 → 0110, 0401 → 0410).
+/// The response MTI of a request MTI (0100 → 0110, 0401 → 0410, 1804 → 1814).
 pub fn response_mti(mti: [u8; 4]) -> [u8; 4] {
     let mut out = mti;
     out[2] = match mti[2] {
         b'0' => b'1',
         b'2' => b'3',
-        b'4' => b'1', // 1804 → 1814
+        b'4' => b'5',
         other => other,
     };
-    out[3] = b'0';
+    // A repeat (odd origin digit) is answered as its original.
+    if out[3].is_ascii_digit() {
+        out[3] &= !1;
+    }
     out
 }
 

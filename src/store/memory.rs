@@ -1,6 +1,6 @@
 //! An in-memory store for tests, with fault injection.
 
-use super::{Store, StoreError, WriteBatch};
+use super::{Pair, Store, StoreError, WriteBatch};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -26,7 +26,7 @@ impl MemoryStore {
 }
 
 impl Store for MemoryStore {
-    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<Pair>, StoreError> {
         let data = self.data.lock().unwrap_or_else(PoisonError::into_inner);
         Ok(data
             .range(prefix.to_vec()..)

@@ -10,6 +10,9 @@ pub use sled_store::SledStore;
 
 use std::fmt;
 
+/// A key and its value.
+pub type Pair = (Vec<u8>, Vec<u8>);
+
 /// A set of writes committed all or nothing.
 #[derive(Default, Debug)]
 pub struct WriteBatch {
@@ -80,7 +83,7 @@ impl From<std::io::Error> for StoreError {
 /// A key-value store that commits batches durably.
 pub trait Store: Send + 'static {
     /// Every key-value pair whose key starts with `prefix`, in key order.
-    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<Pair>, StoreError>;
     /// One value.
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// Applies the batch atomically and returns only once it is on disk.

@@ -5,7 +5,7 @@
 //! power loss; the `fdatasync` after it makes a commit durable against power
 //! loss as well as a process crash.
 
-use super::{Store, StoreError, WriteBatch};
+use super::{Pair, Store, StoreError, WriteBatch};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -62,7 +62,7 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 }
 
 impl Store for SledStore {
-    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<Pair>, StoreError> {
         self.db
             .scan_prefix(prefix)
             .map(|item| {

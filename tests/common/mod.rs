@@ -5,10 +5,19 @@
 use antaca::app::{self, Running, ServeOptions};
 use antaca::iso8583::{Message, Spec};
 use bytes::{Bytes, BytesMut};
+pub use rust_decimal::Decimal;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// (available, held) from decimal strings.
+pub fn amounts(available: &str, held: &str) -> (Decimal, Decimal) {
+    (
+        available.parse().expect("decimal"),
+        held.parse().expect("decimal"),
+    )
+}
 
 /// Path of a file in `fixtures/`.
 pub fn fixture(name: &str) -> PathBuf {
@@ -70,8 +79,8 @@ impl TestServer {
         self.running = Some(start_in(self.dir.path(), &self.spec, None));
     }
 
-    /// Available and held amount of a balance, as decimal strings.
-    pub fn balance(&self, id: &str) -> (String, String) {
+    /// Available and held amount of a balance.
+    pub fn balance(&self, id: &str) -> (Decimal, Decimal) {
         let id = id.to_string();
         let engine = self.running().engine();
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -81,7 +90,7 @@ impl TestServer {
         runtime
             .block_on(engine.inspect(move |state| {
                 let b = state.balances.get(&id).expect("balance");
-                (b.available.to_string(), b.held.to_string())
+                (b.available, b.held)
             }))
             .expect("engine")
     }
