@@ -2,6 +2,7 @@
 pub mod app;
 pub mod authz;
 pub mod calendar;
+pub mod client;
 pub mod engine;
 pub mod framing;
 pub mod http;

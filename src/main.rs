@@ -26,6 +26,8 @@ struct Cli {
 enum Commands {
     /// Run the engine: ISO 8583 over TCP and the HTTP plane.
     Serve(ServeArgs),
+    /// Send one ISO 8583 request to a running engine and print the answer (card data masked).
+    Send(SendArgs),
     /// Load a portfolio into an empty store, offline.
     Import {
         /// Data directory.
@@ -67,6 +69,43 @@ struct ServeArgs {
     hold_expiry_days: u64,
 }
 
+#[derive(clap::Args)]
+struct SendArgs {
+    /// Engine address.
+    #[arg(long, default_value = "127.0.0.1:8583")]
+    iso: String,
+    /// Dialect: a built-in spec name or a spec file.
+    #[arg(long, default_value = "iso87ascii")]
+    spec: String,
+    /// Length header: binary2 or ascii4.
+    #[arg(long, default_value = "binary2", value_parser = app::parse_length_header)]
+    length_header: LengthHeader,
+    /// Message type.
+    #[arg(long, default_value = "0100")]
+    mti: String,
+    /// Card number.
+    #[arg(long)]
+    pan: String,
+    /// Amount as a decimal in the currency ("10.00").
+    #[arg(long, default_value = "0")]
+    amount: String,
+    /// ISO 4217 alphabetic currency.
+    #[arg(long, default_value = "EUR")]
+    currency: String,
+    /// Processing code (000000 purchase, 200000 refund, 310000 balance inquiry).
+    #[arg(long, default_value = "000000")]
+    processing: String,
+    /// Systems trace audit number (random when absent).
+    #[arg(long)]
+    stan: Option<u32>,
+    /// Expiry date YYMM (field 14).
+    #[arg(long)]
+    expiry: Option<String>,
+    /// Original data elements (field 90) for completions and reversals.
+    #[arg(long)]
+    original: Option<String>,
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -78,6 +117,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Commands::Serve(args) => serve(args),
+        Commands::Send(args) => send(args),
         Commands::Import { data, file } => import(&data, &file),
     };
     match result {
@@ -101,6 +141,56 @@ fn import(data: &Path, file: &Path) -> Result<(), BoxError> {
         summary.cards,
         data.display()
     );
+    Ok(())
+}
+
+fn send(args: SendArgs) -> Result<(), BoxError> {
+    let spec = antaca::iso8583::Spec::load(&args.spec)
+        .map_err(|e| format!("spec {:?}: {e}", args.spec))?;
+    let currency = antaca::money::Currency::from_alpha(&args.currency)
+        .ok_or_else(|| format!("unknown currency {:?}", args.currency))?;
+    let amount = currency
+        .parse_amount(&args.amount)
+        .map_err(|e| format!("amount {:?}: {e}", args.amount))?;
+    let minor = currency.to_minor(amount).ok_or("amount out of range")?;
+    let mti: [u8; 4] = args
+        .mti
+        .as_bytes()
+        .try_into()
+        .map_err(|_| "the MTI has 4 digits")?;
+    let stan = args
+        .stan
+        .unwrap_or_else(|| rand::random::<u32>() % 1_000_000);
+    let secs = now_ms() / 1000;
+    let date = antaca::calendar::date_of_ms(secs * 1000);
+    let time = secs % 86_400;
+    let hhmmss = format!("{:02}{:02}{:02}", time / 3600, (time / 60) % 60, time % 60);
+    let mut message = antaca::iso8583::Message::new(mti);
+    message.set(2, args.pan.clone());
+    message.set(3, args.processing.clone());
+    message.set(4, format!("{minor:012}"));
+    message.set(7, format!("{:02}{:02}{hhmmss}", date.month, date.day));
+    message.set(11, format!("{stan:06}"));
+    message.set(12, hhmmss);
+    message.set(13, format!("{:02}{:02}", date.month, date.day));
+    if let Some(expiry) = &args.expiry {
+        message.set(14, expiry.clone());
+    }
+    message.set(32, "000001".to_string());
+    message.set(41, "CLI00001".to_string());
+    message.set(49, format!("{:03}", currency.numeric));
+    if let Some(original) = &args.original {
+        message.set(90, original.clone());
+    }
+    println!("request:\n{}", antaca::client::describe(&message));
+    let response = antaca::client::send(
+        &args.iso,
+        &spec,
+        args.length_header,
+        &message,
+        Duration::from_secs(10),
+    )?;
+    println!("response:\n{}", antaca::client::describe(&response));
     Ok(())
 }
 

@@ -492,3 +492,87 @@ fn binary_layouts_serve_the_same_engine() {
         );
     }
 }
+
+#[test]
+fn silent_and_non_reading_clients_stall_only_themselves() {
+    use std::io::Write;
+    let server = TestServer::start("iso87ascii");
+    // A length header, then silence.
+    let mut silent = server.client();
+    silent
+        .stream
+        .write_all(&[0x00, 0x40, b'0', b'1'])
+        .expect("write");
+    // A client that floods requests and never reads its answers.
+    let addr = server.iso_addr();
+    let flood = std::thread::spawn(move || {
+        let mut client = Client::connect(addr, "iso87ascii");
+        client
+            .stream
+            .set_write_timeout(Some(std::time::Duration::from_secs(1)))
+            .expect("timeout");
+        let mut body = bytes::BytesMut::new();
+        client
+            .spec
+            .encode(&auth("5355229999999990", 100, 1), &mut body)
+            .expect("encode");
+        let mut frame = (body.len() as u16).to_be_bytes().to_vec();
+        frame.extend_from_slice(&body);
+        let mut sent = 0;
+        for _ in 0..100_000 {
+            if client.stream.write_all(&frame).is_err() {
+                break;
+            }
+            sent += 1;
+        }
+        sent
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut bystander = server.client();
+    for stan in 1..=20 {
+        assert_eq!(code(&bystander.call(&auth(&pan("ok"), 100, stan))), "00");
+    }
+    let sent = flood.join().expect("flood");
+    assert!(
+        sent < 100_000,
+        "the server stopped reading the flooding client (backpressure), sent {sent}"
+    );
+}
+
+#[test]
+fn ascii_length_header_is_an_option() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut options = antaca::app::ServeOptions {
+        data: dir.path().to_path_buf(),
+        iso_listen: "127.0.0.1:0".into(),
+        http_listen: "127.0.0.1:0".into(),
+        portfolio: Some(fixture("test-portfolio.json")),
+        ..Default::default()
+    };
+    options.iso.header = antaca::framing::LengthHeader::Ascii4;
+    let running = antaca::app::start(options).expect("start");
+    let spec = antaca::iso8583::Spec::load("iso87ascii").expect("spec");
+    let mut body = bytes::BytesMut::new();
+    spec.encode(&auth(&pan("ok"), 100, 1), &mut body)
+        .expect("encode");
+    let mut stream = std::net::TcpStream::connect(running.iso_addr).expect("connect");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("timeout");
+    stream
+        .write_all(format!("{:04}", body.len()).as_bytes())
+        .expect("write");
+    stream.write_all(&body).expect("write");
+    let mut header = [0u8; 4];
+    stream.read_exact(&mut header).expect("header");
+    let len: usize = std::str::from_utf8(&header)
+        .expect("ascii")
+        .parse()
+        .expect("digits");
+    let mut response = vec![0u8; len];
+    stream.read_exact(&mut response).expect("body");
+    let message = spec.decode(&bytes::Bytes::from(response)).expect("decode");
+    assert_eq!(code(&message), "00");
+    running.stop();
+}

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 pub struct SledStore {
     db: sled::Db,
     dir: PathBuf,
-    /// sled's files, kept open to `fdatasync` them after each flush.
-    files: Vec<File>,
+    /// sled's log file (`db`), kept open to `fdatasync` it after each flush.
+    log: File,
 }
 
 impl SledStore {
@@ -26,33 +26,23 @@ impl SledStore {
             .flush_every_ms(None)
             .cache_capacity(256 * 1024 * 1024)
             .open()?;
-        let mut store = SledStore {
+        // sled 0.34 keeps its log and pages in the one file `db` (plus `conf`, written
+        // once, and snapshots it can rebuild from the log).
+        let log = File::open(dir.join("sled").join("db"))?;
+        log.sync_all()?;
+        // Make the directory entries of sled's files durable too.
+        sync_dir(&dir.join("sled"))?;
+        sync_dir(dir)?;
+        Ok(SledStore {
             db,
             dir: dir.to_path_buf(),
-            files: Vec::new(),
-        };
-        store.reopen_files()?;
-        // Make the directory entries of sled's files durable too.
-        sync_dir(&store.dir.join("sled"))?;
-        sync_dir(&store.dir)?;
-        Ok(store)
+            log,
+        })
     }
 
     /// The directory the store lives in.
     pub fn dir(&self) -> &Path {
         &self.dir
-    }
-
-    fn reopen_files(&mut self) -> Result<(), StoreError> {
-        self.files.clear();
-        let sled_dir = self.dir.join("sled");
-        for entry in std::fs::read_dir(&sled_dir)? {
-            let path = entry?.path();
-            if path.is_file() {
-                self.files.push(File::open(&path)?);
-            }
-        }
-        Ok(())
     }
 }
 
@@ -86,9 +76,7 @@ impl Store for SledStore {
         }
         self.db.apply_batch(sled_batch)?;
         self.db.flush()?;
-        for file in &self.files {
-            file.sync_data()?;
-        }
+        self.log.sync_data()?;
         Ok(())
     }
 }
