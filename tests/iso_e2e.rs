@@ -512,10 +512,10 @@ fn silent_and_non_reading_clients_stall_only_themselves() {
             .set_write_timeout(Some(std::time::Duration::from_secs(1)))
             .expect("timeout");
         let mut body = bytes::BytesMut::new();
-        client
-            .spec
-            .encode(&auth("5355229999999990", 100, 1), &mut body)
-            .expect("encode");
+        // Another terminal: the same STAN and second from the same terminal would be a duplicate.
+        let mut request = auth("5355229999999990", 100, 1);
+        request.set(41, "FLOOD001".to_string());
+        client.spec.encode(&request, &mut body).expect("encode");
         let mut frame = (body.len() as u16).to_be_bytes().to_vec();
         frame.extend_from_slice(&body);
         let mut sent = 0;
