@@ -413,34 +413,46 @@ impl<S: Store> Engine<S> {
         now.saturating_add(u64::try_from(self.config.hold_expiry.as_millis()).unwrap_or(u64::MAX))
     }
 
-    /// 0100: place a hold; 31/30 report balances; 20 approves a refund without moving money.
-    fn authorization(&mut self, changes: &mut Changes, request: &AuthRequest, now: u64) -> Txn {
+    /// Opens the transaction record of a request and decides it, with `spend`
+    /// as the operation of a spending processing code. A decline comes back
+    /// as the finished record in `Err`.
+    // The record moves out either way; boxing it would add an allocation per request.
+    #[allow(clippy::result_large_err)]
+    fn open_and_decide(
+        &mut self,
+        changes: &mut Changes,
+        request: &AuthRequest,
+        spend: Operation,
+        now: u64,
+    ) -> Result<(Txn, ledger::Kind, Decimal, Vec<Leg>), Txn> {
         let card = self.card_for(request);
-        let mut txn = self.new_txn(changes, request, card.as_ref(), now);
+        let txn = self.new_txn(changes, request, card.as_ref(), now);
         let kind = ledger::kind_of(request);
         let operation = match kind {
-            ledger::Kind::Spend => Operation::Hold,
+            ledger::Kind::Spend => spend,
             ledger::Kind::Credit => Operation::Credit,
             ledger::Kind::Inquiry => Operation::Inquiry,
             ledger::Kind::Unsupported => {
-                return self.finish_declined(changes, txn, Outcome::InvalidTransaction)
+                return Err(self.finish_declined(changes, txn, Outcome::InvalidTransaction))
             }
         };
-        let (decision, legs) = self.decide(card.as_ref(), request, operation, now);
-        let amount = match decision {
-            Decision::Decline(outcome) => return self.finish_declined(changes, txn, outcome),
-            Decision::Approve { amount } => amount,
-        };
+        match self.decide(card.as_ref(), request, operation, now) {
+            (Decision::Decline(outcome), _) => Err(self.finish_declined(changes, txn, outcome)),
+            (Decision::Approve { amount }, legs) => Ok((txn, kind, amount, legs)),
+        }
+    }
+
+    /// 0100: place a hold; 31/30 report balances; 20 approves a refund without moving money.
+    fn authorization(&mut self, changes: &mut Changes, request: &AuthRequest, now: u64) -> Txn {
+        let (mut txn, kind, amount, legs) =
+            match self.open_and_decide(changes, request, Operation::Hold, now) {
+                Ok(decided) => decided,
+                Err(declined) => return declined,
+            };
         // From here the request is approved.
         self.approve(&mut txn);
         match kind {
-            ledger::Kind::Spend if amount > Decimal::ZERO => {
-                self.move_money(changes, &txn, &legs, Movement::Hold(amount), now);
-                txn.state = TxnState::Authorized;
-                txn.held = amount;
-                txn.hold_expires_ms = Some(self.hold_expiry_ms(now));
-                txn.legs = legs;
-            }
+            ledger::Kind::Spend => self.hold(changes, &mut txn, legs, amount, now),
             ledger::Kind::Inquiry => {
                 txn.additional_amounts = Some(ledger::inquiry_amounts(&self.state, &legs, request));
             }
@@ -456,61 +468,45 @@ impl<S: Store> Engine<S> {
         request: &AuthRequest,
         now: u64,
     ) -> Txn {
-        let card = self.card_for(request);
-        let mut txn = self.new_txn(changes, request, card.as_ref(), now);
-        let mut request_as_original = request.mti;
-        request_as_original[2] = b'0';
-        let ours = self.find_txn(&crate::protocol::original_key(
-            &request_as_original,
-            &request.stan,
-            &request.key_datetime,
-            &request.acquirer,
-        ));
-        let already_held = ours.is_some_and(|t| t.outcome == Outcome::Approved);
-        let kind = ledger::kind_of(request);
+        let mut as_request = request.mti;
+        as_request[2] = b'0';
+        let ours = self
+            .find_txn(&crate::protocol::original_key(
+                &as_request,
+                &request.stan,
+                &request.key_datetime,
+                &request.acquirer,
+            ))
+            .filter(|t| t.outcome == Outcome::Approved)
+            .map(|t| t.id);
         if request.advice_response_approved == Some(false)
-            || already_held
-            || kind != ledger::Kind::Spend
+            || ours.is_some()
+            || ledger::kind_of(request) != ledger::Kind::Spend
         {
             // The network declined, or we already approved this one, or nothing to post: acknowledge.
-            txn.original = ours.map(|t| t.id);
+            let card = self.card_for(request);
+            let mut txn = self.new_txn(changes, request, card.as_ref(), now);
+            txn.original = ours;
             self.approve(&mut txn);
             return self.finish(changes, txn);
         }
-        let (decision, legs) = self.decide(card.as_ref(), request, Operation::Forced, now);
-        let amount = match decision {
-            Decision::Decline(outcome) => return self.finish_declined(changes, txn, outcome),
-            Decision::Approve { amount } => amount,
-        };
+        let (mut txn, _, amount, legs) =
+            match self.open_and_decide(changes, request, Operation::Forced, now) {
+                Ok(decided) => decided,
+                Err(declined) => return declined,
+            };
         self.approve(&mut txn);
-        if amount > Decimal::ZERO {
-            self.move_money(changes, &txn, &legs, Movement::Hold(amount), now);
-            txn.state = TxnState::Authorized;
-            txn.held = amount;
-            txn.hold_expires_ms = Some(self.hold_expiry_ms(now));
-            txn.legs = legs;
-        }
+        self.hold(changes, &mut txn, legs, amount, now);
         self.finish(changes, txn)
     }
 
     /// 0200: debit at once; 20 credits (refund); 31/30 report balances.
     fn financial(&mut self, changes: &mut Changes, request: &AuthRequest, now: u64) -> Txn {
-        let card = self.card_for(request);
-        let mut txn = self.new_txn(changes, request, card.as_ref(), now);
-        let kind = ledger::kind_of(request);
-        let operation = match kind {
-            ledger::Kind::Spend => Operation::Debit,
-            ledger::Kind::Credit => Operation::Credit,
-            ledger::Kind::Inquiry => Operation::Inquiry,
-            ledger::Kind::Unsupported => {
-                return self.finish_declined(changes, txn, Outcome::InvalidTransaction)
-            }
-        };
-        let (decision, legs) = self.decide(card.as_ref(), request, operation, now);
-        let amount = match decision {
-            Decision::Decline(outcome) => return self.finish_declined(changes, txn, outcome),
-            Decision::Approve { amount } => amount,
-        };
+        let (mut txn, kind, amount, legs) =
+            match self.open_and_decide(changes, request, Operation::Debit, now) {
+                Ok(decided) => decided,
+                Err(declined) => return declined,
+            };
         self.approve(&mut txn);
         match kind {
             ledger::Kind::Spend => self.charge(changes, &mut txn, legs, amount, now),
@@ -520,6 +516,23 @@ impl<S: Store> Engine<S> {
             }
         }
         self.finish(changes, txn)
+    }
+
+    fn hold(
+        &mut self,
+        changes: &mut Changes,
+        txn: &mut Txn,
+        legs: Vec<Leg>,
+        amount: Decimal,
+        now: u64,
+    ) {
+        if amount > Decimal::ZERO {
+            self.move_money(changes, txn, &legs, Movement::Hold(amount), now);
+            txn.state = TxnState::Authorized;
+            txn.held = amount;
+            txn.hold_expires_ms = Some(self.hold_expiry_ms(now));
+            txn.legs = legs;
+        }
     }
 
     fn charge(

@@ -21,11 +21,25 @@ impl SledStore {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
         std::fs::create_dir_all(dir)?;
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir.join("sled"))
             .flush_every_ms(None)
-            .cache_capacity(256 * 1024 * 1024)
-            .open()?;
+            .cache_capacity(256 * 1024 * 1024);
+        // A store closed a moment ago may still hold its file lock while sled's
+        // IO threads finish: wait a little for it rather than fail a restart.
+        let mut attempts = 0;
+        let db = loop {
+            match config.open() {
+                Ok(db) => break db,
+                Err(sled::Error::Io(e))
+                    if e.to_string().contains("could not acquire lock") && attempts < 100 =>
+                {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         // sled 0.34 keeps its log and pages in the one file `db` (plus `conf`, written
         // once, and snapshots it can rebuild from the log).
         let log = File::open(dir.join("sled").join("db"))?;

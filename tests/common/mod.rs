@@ -117,7 +117,7 @@ pub fn start_in(dir: &Path, spec: &str, portfolio: Option<PathBuf>) -> Running {
         portfolio,
         ..ServeOptions::default()
     };
-    app::start(options).expect("server starts")
+    app::start(options).unwrap_or_else(|e| panic!("server starts: {e}"))
 }
 
 /// A blocking ISO 8583 client with a 2-byte length header.
