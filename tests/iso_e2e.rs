@@ -283,6 +283,11 @@ fn advice_posts_past_available_funds() {
     assert_eq!(response.mti(), *b"0130");
     assert_eq!(code(&response), "00");
     assert_eq!(server.balance("b-poor"), amounts("-15.00", "20.00"));
+    // Its repeat (0121) is answered the same and holds nothing more.
+    let mut repeat = advice.clone();
+    repeat.set_mti(*b"0121");
+    assert_eq!(client.call(&repeat), response);
+    assert_eq!(server.balance("b-poor"), amounts("-15.00", "20.00"));
     // An advice of a decline the network made records it and moves nothing.
     let mut declined = request("0120", &pan("poor"), "000000", 2_000, 2);
     declined.set(39, "51".to_string());
