@@ -289,4 +289,12 @@ pub struct Txn {
     pub merchant_id: Option<String>,
     /// Terminal id (41).
     pub terminal: Option<String>,
+    /// Card, amount and processing code digest: a message with the same key
+    /// but another fingerprint is not a duplicate.
+    #[serde(default)]
+    pub fingerprint: u64,
+    /// For a reversal whose original had not arrived: the original's STAN,
+    /// date-time and acquirer, so that a late original is not approved.
+    #[serde(default)]
+    pub orphan_of: Option<String>,
 }

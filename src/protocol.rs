@@ -123,6 +123,31 @@ impl AuthRequest {
         )
     }
 
+    /// What must match for a message with the same key to be its duplicate:
+    /// card, amount and processing code.
+    pub fn fingerprint(&self) -> u64 {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        hasher.update(self.pan_hash.unwrap_or_default());
+        hasher.update(self.amount_minor.to_be_bytes());
+        hasher.update(self.processing_code.unwrap_or_default());
+        let digest = hasher.finalize();
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        u64::from_be_bytes(first)
+    }
+
+    /// The key an orphan reversal is kept under until its original arrives:
+    /// STAN, date-time and acquirer, without the MTI.
+    pub fn orphan_key(&self) -> String {
+        format!(
+            "{}|{}|{}",
+            ascii(&self.stan),
+            self.key_datetime,
+            self.acquirer
+        )
+    }
+
     /// The key later messages name this one by (field 90/56 carry no terminal).
     pub fn original_key(&self) -> String {
         original_key(&self.mti, &self.stan, &self.key_datetime, &self.acquirer)
@@ -240,11 +265,15 @@ fn strip_zeros(s: &[u8]) -> String {
     stripped.to_string()
 }
 
-fn required<T>(value: Option<T>, field: usize) -> Result<T, ParseError> {
-    value.ok_or(ParseError::Format {
+fn missing(field: usize) -> ParseError {
+    ParseError::Format {
         field,
         reason: "required field missing",
-    })
+    }
+}
+
+fn required<T>(value: Option<T>, field: usize) -> Result<T, ParseError> {
+    value.ok_or(missing(field))
 }
 
 /// Reads a request message into an [`AuthRequest`], hashing the PAN with `secrets`.
@@ -369,16 +398,32 @@ pub fn parse(
     }
     request.pan_hash = Some(secrets.pan_hash(pan));
     request.pan_masked = Some(mask_pan(pan));
+    if request.key_datetime.is_empty() {
+        // Without it the idempotency key cannot tell two messages apart.
+        return Err(ParseError::Format {
+            field: 7,
+            reason: "transmission date-time required",
+        });
+    }
     let processing = required(digits(msg, 3, 6)?, 3)?;
     request.processing_code = processing.try_into().ok();
-    request.amount_minor = number(required(digits(msg, 4, 12)?, 4)?);
-    let currency_digits = required(msg.get(49), 49)?;
-    request.currency = Some(Currency::from_numeric_ascii(currency_digits).ok_or(
-        ParseError::Format {
-            field: 49,
-            reason: "not an ISO 4217 numeric currency",
-        },
-    )?);
+    // Balance inquiries may leave out the amount and currency.
+    let inquiry = matches!(&processing[0..2], b"30" | b"31");
+    request.amount_minor = match digits(msg, 4, 12)? {
+        Some(amount) => number(amount),
+        None if inquiry => 0,
+        None => return Err(missing(4)),
+    };
+    request.currency = match msg.get(49) {
+        Some(code) => Some(
+            Currency::from_numeric_ascii(code).ok_or(ParseError::Format {
+                field: 49,
+                reason: "not an ISO 4217 numeric currency",
+            })?,
+        ),
+        None if inquiry => None,
+        None => return Err(missing(49)),
+    };
     if let (Some(amount), Some(cur)) = (digits(msg, 6, 12)?, msg.get(51)) {
         let cur = Currency::from_numeric_ascii(cur).ok_or(ParseError::Format {
             field: 51,
@@ -390,7 +435,12 @@ pub fn parse(
         request.expiry = exp.try_into().ok();
     }
     if advice {
-        request.advice_response_approved = msg.get(39).map(|code| code.iter().all(|&d| d == b'0'));
+        request.advice_response_approved = msg.get(39).map(|code| match profile.dialect {
+            // 1987 approvals: 00, 08 (honour with identification), 10 (partial), 11 (VIP).
+            Dialect::Iso87 => matches!(code, b"00" | b"08" | b"10" | b"11"),
+            // 1993/2003: the 0xxx action codes are approvals.
+            Dialect::Iso93 => code.first() == Some(&b'0'),
+        });
     }
     match profile.dialect {
         Dialect::Iso87 => {

@@ -33,6 +33,8 @@ pub struct IsoConfig {
     pub max_in_flight: usize,
     /// A connection with nothing in flight and no bytes for this long is closed.
     pub idle_timeout: Duration,
+    /// A client that does not take its responses for this long is disconnected.
+    pub write_timeout: Duration,
 }
 
 impl Default for IsoConfig {
@@ -43,6 +45,7 @@ impl Default for IsoConfig {
             max_connections: 4096,
             max_in_flight: 256,
             idle_timeout: Duration::from_secs(300),
+            write_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -168,7 +171,18 @@ impl Connection {
         let max_in_flight = self.context.config.max_in_flight;
         loop {
             if !self.write_buf.is_empty() {
-                self.socket.write_all(&self.write_buf).await?;
+                // Bounded: a client that stops reading loses its connection, not
+                // the server's ability to stop.
+                let write = self.socket.write_all(&self.write_buf);
+                match tokio::time::timeout(self.context.config.write_timeout, write).await {
+                    Ok(result) => result?,
+                    Err(_) => {
+                        return Err(ConnectionError::Io(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "the client did not read its responses",
+                        )))
+                    }
+                }
                 self.write_buf.clear();
             }
             if !reading && self.in_flight.is_empty() {
@@ -247,7 +261,13 @@ impl Connection {
                 return Ok(());
             }
             Err(ParseError::UnsupportedMti) => {
-                self.respond_now(&message, Outcome::InvalidTransaction);
+                // Answer only when the answer's MTI differs from the request's
+                // (0600 → 0610); an MTI like 0190 has no response to send.
+                if protocol::response_mti(message.mti()) != message.mti() {
+                    self.respond_now(&message, Outcome::InvalidTransaction);
+                } else {
+                    tracing::info!(peer = %self.peer, "ignored a message with an unanswerable MTI");
+                }
                 return Ok(());
             }
             Err(ParseError::NotARequest) => {

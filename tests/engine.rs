@@ -113,6 +113,12 @@ async fn a_failing_disk_answers_system_malfunction_and_changes_nothing() {
         .await
         .expect("inspect");
     assert_eq!(during, before, "a failed commit is undone in memory");
+    // The store applied the batch before its flush failed (as sled does); the
+    // engine put the old records back there too.
+    let stored = store.get(&keys::key(keys::BALANCE, "b-ok")).expect("get").expect("balance");
+    let balance: antaca::model::Balance = serde_json::from_slice(&stored).expect("json");
+    assert_eq!(balance.available, "1000.00".parse::<Decimal>().expect("d"));
+    assert!(store.scan_prefix(keys::TXN).expect("scan").is_empty(), "no transaction record left behind");
 
     store.set_fail_commits(false);
     let response = handle

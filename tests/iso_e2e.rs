@@ -581,3 +581,158 @@ fn ascii_length_header_is_an_option() {
     assert_eq!(code(&message), "00");
     running.stop();
 }
+
+#[test]
+fn same_key_with_another_amount_is_not_replayed_and_field_7_is_required() {
+    let server = TestServer::start("iso87ascii");
+    let mut client = server.client();
+    let first = auth(&pan("ok"), 1_000, 5);
+    assert_eq!(code(&client.call(&first)), "00");
+    let mut other_amount = first.clone();
+    other_amount.set(4, format!("{:012}", 50_000));
+    assert_eq!(
+        code(&client.call(&other_amount)),
+        "94",
+        "duplicate transmission, not a replayed approval"
+    );
+    let mut no_time = auth(&pan("ok"), 1_000, 6);
+    no_time.remove(7);
+    assert_eq!(code(&client.call(&no_time)), "30");
+    assert_eq!(server.balance("b-ok"), amounts("990.00", "10.00"));
+}
+
+#[test]
+fn a_completion_naming_the_advice_posts_the_authorizations_hold_once() {
+    let server = TestServer::start("iso87ascii");
+    let mut client = server.client();
+    let original = auth(&pan("ok"), 10_000, 1);
+    assert_eq!(code(&client.call(&original)), "00");
+    // The network did not see our answer, stood in, and sends the advice with the same STAN.
+    let mut advice = original.clone();
+    advice.set_mti(*b"0120");
+    advice.set(39, "00".to_string());
+    assert_eq!(code(&client.call(&advice)), "00");
+    assert_eq!(
+        server.balance("b-ok"),
+        amounts("900.00", "100.00"),
+        "the advice held nothing more"
+    );
+    let mut completion = request("0220", &pan("ok"), "000000", 10_000, 2);
+    completion.set(90, original_data(&advice));
+    assert_eq!(code(&client.call(&completion)), "00");
+    assert_eq!(server.balance("b-ok"), amounts("900.00", "0"));
+}
+
+#[test]
+fn settled_completions_post_even_for_a_removed_card() {
+    let server = TestServer::start("iso87ascii");
+    let mut client = server.client();
+    assert_eq!(code(&client.call(&auth(&pan("removed"), 100, 1))), "14");
+    assert_eq!(
+        code(&client.call(&request("0220", &pan("removed"), "000000", 700, 2))),
+        "00"
+    );
+    assert_eq!(server.balance("b-ok"), amounts("993.00", "0"));
+}
+
+#[test]
+fn partial_reversal_after_a_converted_completion_is_measured_against_the_cleared_amount() {
+    // A EUR purchase on a JPY balance, converted by the network (fields 6 and 51).
+    let server = TestServer::start("iso87ascii");
+    let mut client = server.client();
+    let converted = |mti: &str, eur: u64, jpy: u64, stan: u32| {
+        let mut m = request(mti, &pan("jpy"), "000000", eur, stan);
+        m.set(6, format!("{jpy:012}"));
+        m.set(51, "392".to_string());
+        m
+    };
+    let original = converted("0100", 10_000, 1_000, 1);
+    assert_eq!(code(&client.call(&original)), "00");
+    assert_eq!(server.balance("b-jpy"), amounts("9000", "1000"));
+    let mut completion = converted("0220", 8_000, 800, 2);
+    completion.set(90, original_data(&original));
+    assert_eq!(code(&client.call(&completion)), "00");
+    assert_eq!(server.balance("b-jpy"), amounts("9200", "0"));
+    let mut reversal = request("0400", &pan("jpy"), "000000", 8_000, 3);
+    reversal.set(90, original_data(&original));
+    reversal.set(95, format!("{:012}{:030}", 4_000, 0));
+    assert_eq!(code(&client.call(&reversal)), "00");
+    assert_eq!(
+        server.balance("b-jpy"),
+        amounts("9600", "0"),
+        "half of the 800 cleared comes back"
+    );
+}
+
+#[test]
+fn a_reversal_that_overtakes_its_original_keeps_the_original_from_holding_funds() {
+    let server = TestServer::start("iso87ascii");
+    let mut client = server.client();
+    let original = auth(&pan("ok"), 10_000, 7);
+    let mut reversal = original.clone();
+    reversal.set_mti(*b"0400");
+    assert_eq!(
+        code(&client.call(&reversal)),
+        "00",
+        "unknown original: acknowledged"
+    );
+    let late = client.call(&original);
+    assert_eq!(code(&late), "05", "the late original is not approved");
+    assert!(late.get(38).is_none());
+    assert_eq!(server.balance("b-ok"), amounts("1000.00", "0"));
+}
+
+#[test]
+fn inquiries_may_omit_amount_and_currency_and_partner_credit_reports_what_can_be_spent() {
+    let server = TestServer::start("iso87ascii");
+    let mut client = server.client();
+    let mut inquiry = request("0100", &pan("ok"), "310000", 0, 1);
+    inquiry.remove(4);
+    inquiry.remove(49);
+    let r = client.call(&inquiry);
+    assert_eq!(code(&r), "00");
+    assert_eq!(field(&r, 54), "0001978C0000001000000002978C000000100000");
+    // cr0: user balance 50.00, partner credit 100.00, then the partner credit is spent down to 30.00.
+    for (i, stan) in (1..=7).zip(10..) {
+        let r = client.call(&request(
+            "0200",
+            &pan(&format!("cr{i}")),
+            "000000",
+            1_000,
+            stan,
+        ));
+        assert_eq!(code(&r), "00");
+    }
+    let r = client.call(&request("0100", &pan("cr0"), "310000", 0, 30));
+    assert_eq!(field(&r, 54), "0001978C0000000050000002978C000000003000");
+}
+
+#[test]
+fn lookups_without_field_90_respect_the_terminal() {
+    let server = TestServer::start("iso87ascii");
+    let mut client = server.client();
+    let purchase = request("0200", &pan("ok"), "000000", 4_000, 1);
+    assert_eq!(code(&client.call(&purchase)), "00");
+    let mut elsewhere = purchase.clone();
+    elsewhere.set_mti(*b"0400");
+    elsewhere.set(41, "TERM0009".to_string());
+    assert_eq!(code(&client.call(&elsewhere)), "00");
+    assert_eq!(
+        server.balance("b-ok"),
+        amounts("960.00", "0"),
+        "another terminal's reversal moves nothing"
+    );
+}
+
+#[test]
+fn advices_with_other_approval_codes_post_and_response_mtis_are_ignored() {
+    let server = TestServer::start("iso87ascii");
+    let mut client = server.client();
+    let mut advice = request("0120", &pan("ok"), "000000", 2_500, 1);
+    advice.set(39, "08".to_string());
+    assert_eq!(code(&client.call(&advice)), "00");
+    assert_eq!(server.balance("b-ok"), amounts("975.00", "25.00"));
+    // A response MTI gets no answer; the connection keeps working.
+    client.send(&request("0190", &pan("ok"), "000000", 100, 2));
+    assert_eq!(code(&client.call(&auth(&pan("ok"), 100, 3))), "00");
+}

@@ -32,6 +32,10 @@ pub enum Outcome {
     InsufficientFunds,
     /// A message or processing code we do not process.
     InvalidTransaction,
+    /// Same key as an earlier message but another card, amount or processing code.
+    DuplicateTransmission,
+    /// The acquirer reversed this message before it reached us.
+    AlreadyReversed,
     /// The message decoded far enough to answer but not further.
     FormatError,
     /// We could not make the effect durable.
@@ -140,6 +144,8 @@ impl Outcome {
             },
             Outcome::Expired => ("54", "1001"),
             Outcome::CurrencyMismatch | Outcome::InvalidTransaction => ("12", "9002"),
+            Outcome::DuplicateTransmission => ("94", "9013"),
+            Outcome::AlreadyReversed => ("05", "1000"),
             Outcome::InsufficientFunds => ("51", "1016"),
             Outcome::FormatError => ("30", "9004"),
             Outcome::SystemMalfunction => ("96", "9009"),
@@ -162,6 +168,8 @@ impl Outcome {
             Outcome::CurrencyMismatch => "currency_mismatch",
             Outcome::InsufficientFunds => "insufficient_funds",
             Outcome::InvalidTransaction => "invalid_transaction",
+            Outcome::DuplicateTransmission => "duplicate_transmission",
+            Outcome::AlreadyReversed => "already_reversed",
             Outcome::FormatError => "format_error",
             Outcome::SystemMalfunction => "system_malfunction",
         }
@@ -181,6 +189,8 @@ impl Outcome {
             Outcome::CurrencyMismatch,
             Outcome::InsufficientFunds,
             Outcome::InvalidTransaction,
+            Outcome::DuplicateTransmission,
+            Outcome::AlreadyReversed,
             Outcome::FormatError,
             Outcome::SystemMalfunction,
         ]);
@@ -199,8 +209,9 @@ pub enum Operation {
     Credit,
     /// Report balances; moves nothing.
     Inquiry,
-    /// The network already approved on our behalf (advice): post whatever the
-    /// card's state or funds; only a card we cannot find or post to is refused.
+    /// The network already approved or settled it (advice, completion): post
+    /// whatever the card's state, lock, expiry or funds; only a card we cannot
+    /// find, or an amount we cannot express in the balance currency, is refused.
     Forced,
 }
 
@@ -240,11 +251,11 @@ pub fn decide(card: Option<&Card>, legs: &[&Balance], request: &Request, now_ms:
     let Some(card) = card else {
         return Decision::Decline(Outcome::UnknownCard);
     };
-    if card.state == CardState::Removed {
-        return Decision::Decline(Outcome::CardRemoved);
-    }
     let forced = request.operation == Operation::Forced;
     if !forced {
+        if card.state == CardState::Removed {
+            return Decision::Decline(Outcome::CardRemoved);
+        }
         if card.state == CardState::Inactive {
             return Decision::Decline(Outcome::CardNotActivated);
         }
@@ -284,7 +295,8 @@ pub fn decide(card: Option<&Card>, legs: &[&Balance], request: &Request, now_ms:
 
 /// Expired: the terminal's expiry (field 14) differs from the card's, or the
 /// card's expiry month ended before the transmission date (field 7, year
-/// inferred from `now_ms`; today when field 7 is absent).
+/// inferred from `now_ms`) or before today, whichever is later, so that a
+/// back-dated field 7 cannot revive an expired card.
 fn is_expired(card: &Card, request: &Request, now_ms: u64) -> bool {
     let card_expiry = card.expiry.as_bytes();
     if let Some(sent) = request.expiry {
@@ -297,7 +309,7 @@ fn is_expired(card: &Card, request: &Request, now_ms: u64) -> bool {
     };
     let today = calendar::date_of_ms(now_ms);
     let date: Date = match request.transmission {
-        Some((m, d)) => calendar::infer_year(m, d, today),
+        Some((m, d)) => calendar::infer_year(m, d, today).max(today),
         None => today,
     };
     (date.year, date.month) > (year, month)

@@ -173,7 +173,7 @@ fn billing_amount_converts_foreign_currency() {
 }
 
 #[test]
-fn forced_posts_past_locks_and_funds_but_not_removed_cards() {
+fn forced_posts_past_locks_funds_and_removal() {
     let b = balance("0.00");
     let mut c = card();
     c.lock = Some(7);
@@ -188,7 +188,26 @@ fn forced_posts_past_locks_and_funds_but_not_removed_cards() {
     c.state = CardState::Removed;
     assert_eq!(
         decide(Some(&c), &[&b], &advice, NOW),
-        Decision::Decline(Outcome::CardRemoved)
+        Decision::Approve {
+            amount: amount("50.00")
+        }
+    );
+    assert_eq!(
+        decide(None, &[&b], &advice, NOW),
+        Decision::Decline(Outcome::UnknownCard)
+    );
+}
+
+#[test]
+fn a_back_dated_transmission_date_does_not_revive_an_expired_card() {
+    let b = balance("100.00");
+    let mut c = card();
+    c.expiry = "2610".into();
+    let mut back_dated = hold(1);
+    back_dated.transmission = Some((10, 15));
+    assert_eq!(
+        decide(Some(&c), &[&b], &back_dated, NOW),
+        Decision::Decline(Outcome::Expired)
     );
 }
 

@@ -142,18 +142,25 @@ pub fn entry(
     })
 }
 
-/// Field 54 of a balance inquiry: ledger ("01") and available ("02") of the
-/// balance the card spends from (the partner's for partner_deposit programs).
+/// Field 54 of a balance inquiry: the ledger ("01") of the balance the card
+/// spends from (the partner's for partner_deposit programs) and what the card
+/// can spend ("02"): the smallest available amount of its legs.
 pub fn inquiry_amounts(state: &State, legs: &[Leg], request: &AuthRequest) -> String {
-    let Some(balance) = legs
-        .first()
-        .and_then(|leg| state.balances.get(&leg.balance))
-    else {
+    let balances: Vec<_> = legs
+        .iter()
+        .filter_map(|leg| state.balances.get(&leg.balance))
+        .collect();
+    let Some(balance) = balances.first() else {
         return String::new();
     };
     let Some(currency) = Currency::from_alpha(&balance.currency) else {
         return String::new();
     };
+    let spendable = balances
+        .iter()
+        .map(|b| b.available)
+        .min()
+        .unwrap_or(balance.available);
     let minor = |amount: Decimal| currency.to_minor(amount).unwrap_or(0);
     let account = request.account_type();
     let mut out =
@@ -162,7 +169,7 @@ pub fn inquiry_amounts(state: &State, legs: &[Leg], request: &AuthRequest) -> St
         account,
         "02",
         currency,
-        minor(balance.available),
+        minor(spendable),
     ));
     out
 }
@@ -180,10 +187,41 @@ pub fn replacement_in_balance_currency(
     if original.currency == Some(currency.numeric) {
         return currency.from_minor(replacement);
     }
-    if replacement >= original.amount_minor || original.amount_minor == 0 {
+    if replacement >= original.amount_minor {
         return current;
     }
-    let share = Decimal::from(replacement) / Decimal::from(original.amount_minor);
-    (current * share)
-        .round_dp_with_strategy(currency.exponent, RoundingStrategy::MidpointNearestEven)
+    scale(
+        current,
+        replacement,
+        original.amount_minor,
+        currency.exponent,
+    )
+}
+
+/// `amount` scaled by the amounts the network sent for a completion
+/// (`numerator`) and its authorization (`denominator`), in the first leg's
+/// currency: for a completion in a currency the balance does not hold.
+pub fn in_proportion(
+    amount: Decimal,
+    numerator: u64,
+    denominator: u64,
+    state: &State,
+    legs: &[Leg],
+) -> Decimal {
+    let exponent = legs
+        .first()
+        .and_then(|leg| state.balances.get(&leg.balance))
+        .and_then(|b| Currency::from_alpha(&b.currency))
+        .map_or(2, |c| c.exponent);
+    scale(amount, numerator, denominator, exponent)
+}
+
+/// `amount × numerator / denominator`, rounded half-even to `exponent` digits
+/// (the amount itself when the denominator is 0).
+fn scale(amount: Decimal, numerator: u64, denominator: u64, exponent: u32) -> Decimal {
+    if denominator == 0 {
+        return amount;
+    }
+    let share = Decimal::from(numerator) / Decimal::from(denominator);
+    (amount * share).round_dp_with_strategy(exponent, RoundingStrategy::MidpointNearestEven)
 }

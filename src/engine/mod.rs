@@ -230,7 +230,14 @@ impl<S: Store> Engine<S> {
         match self.store.commit(batch) {
             Ok(()) => Ok(()),
             Err(e) => {
+                // The store may hold the batch (sled applies, then flushes): put the
+                // old records back there and in memory, so that neither keeps an
+                // effect whose request is answered "system malfunction".
+                let undo = changes.undo_batch();
                 changes.undo(&mut self.state);
+                if let Err(revert) = self.store.revert(undo) {
+                    tracing::error!(error = %revert, "could not revert a failed commit in the store");
+                }
                 Err(e)
             }
         }
@@ -303,9 +310,23 @@ impl<S: Store> Engine<S> {
             .get(&key)
             .and_then(|id| self.state.txns.get(id))
         {
+            if txn.fingerprint != 0 && txn.fingerprint != request.fingerprint() {
+                // Same key, another card, amount or processing code: not a duplicate
+                // to replay, and not a new message we can tell apart. Nothing is recorded.
+                return AuthResponse::outcome(Outcome::DuplicateTransmission);
+            }
             return response_of(txn);
         }
+        let orphan = match request.class {
+            MessageClass::Reversal | MessageClass::NetworkManagement => None,
+            _ => self
+                .state
+                .orphan_reversals
+                .get(&request.orphan_key())
+                .copied(),
+        };
         let txn = match request.class {
+            _ if orphan.is_some() => self.reversed_before_arrival(changes, request, orphan, now),
             MessageClass::NetworkManagement => return AuthResponse::outcome(Outcome::Approved),
             MessageClass::Authorization if request.advice => {
                 self.authorization_advice(changes, request, now)
@@ -325,6 +346,26 @@ impl<S: Store> Engine<S> {
         );
         changes.put_txn(&mut self.state, txn);
         response
+    }
+
+    /// A message whose reversal came first: an advice or completion is
+    /// acknowledged, a request declined; neither moves money.
+    fn reversed_before_arrival(
+        &mut self,
+        changes: &mut Changes,
+        request: &AuthRequest,
+        reversal: Option<u64>,
+        now: u64,
+    ) -> Txn {
+        let card = self.card_for(request);
+        let mut txn = self.new_txn(changes, request, card.as_ref(), now);
+        txn.original = reversal;
+        if request.advice {
+            self.approve(&mut txn);
+        } else {
+            txn.outcome = Outcome::AlreadyReversed;
+        }
+        txn
     }
 
     /// A new transaction record for a request, declined as invalid until decided.
@@ -360,6 +401,8 @@ impl<S: Store> Engine<S> {
             mcc: request.mcc.clone(),
             merchant_id: request.merchant_id.clone(),
             terminal: Some(request.terminal.clone()).filter(|t| !t.is_empty()),
+            fingerprint: request.fingerprint(),
+            orphan_of: None,
         }
     }
 
@@ -387,12 +430,21 @@ impl<S: Store> Engine<S> {
             .iter()
             .filter_map(|leg| self.state.balances.get(&leg.balance))
             .collect();
-        let Some(currency) = request.currency else {
-            return (Decision::Decline(Outcome::FormatError), legs);
-        };
         if card.is_some() && (balances.len() != legs.len() || legs.is_empty()) {
             return (Decision::Decline(Outcome::InvalidTransaction), legs);
         }
+        // A balance inquiry may come without a currency: it asks in the balance's.
+        let balance_currency = balances
+            .first()
+            .and_then(|b| crate::money::Currency::from_alpha(&b.currency));
+        let Some(currency) = request.currency.or(balance_currency) else {
+            let outcome = if card.is_none() {
+                Outcome::UnknownCard
+            } else {
+                Outcome::FormatError
+            };
+            return (Decision::Decline(outcome), legs);
+        };
         let input = authz::Request {
             operation,
             amount_minor: request.amount_minor,
@@ -468,15 +520,8 @@ impl<S: Store> Engine<S> {
         request: &AuthRequest,
         now: u64,
     ) -> Txn {
-        let mut as_request = request.mti;
-        as_request[2] = b'0';
         let ours = self
-            .find_txn(&crate::protocol::original_key(
-                &as_request,
-                &request.stan,
-                &request.key_datetime,
-                &request.acquirer,
-            ))
+            .find_original(request, &[b"100"])
             .filter(|t| t.outcome == Outcome::Approved)
             .map(|t| t.id);
         if request.advice_response_approved == Some(false)
@@ -577,17 +622,33 @@ impl<S: Store> Engine<S> {
             self.approve(&mut txn);
             return self.finish(changes, txn);
         }
+        let original = self
+            .find_original(request, &[b"100", b"120"])
+            .map(|found| self.money_owner(found).clone());
         let (decision, legs) = self.decide(card.as_ref(), request, Operation::Forced, now);
-        let amount = match decision {
-            Decision::Decline(outcome) => return self.finish_declined(changes, txn, outcome),
-            Decision::Approve { amount } => amount,
+        let amount = match (decision, &original) {
+            (Decision::Approve { amount }, _) => amount,
+            // Settled in a currency we cannot convert: post the authorization's
+            // hold in proportion to the amounts the network sent.
+            (Decision::Decline(Outcome::CurrencyMismatch), Some(auth))
+                if auth.state == TxnState::Authorized
+                    && auth.currency == request.currency.map(|c| c.numeric) =>
+            {
+                ledger::in_proportion(
+                    auth.held,
+                    request.amount_minor,
+                    auth.amount_minor,
+                    &self.state,
+                    &auth.legs,
+                )
+            }
+            (Decision::Decline(outcome), _) => return self.finish_declined(changes, txn, outcome),
         };
         self.approve(&mut txn);
         if kind == ledger::Kind::Credit {
             self.refund(changes, &mut txn, legs, amount, now);
             return self.finish(changes, txn);
         }
-        let original = self.find_original(request, &[b"100", b"120"]).cloned();
         match original {
             Some(mut auth) if auth.state == TxnState::Authorized => {
                 let movement = Movement::Capture {
@@ -598,6 +659,10 @@ impl<S: Store> Engine<S> {
                 auth.held = Decimal::ZERO;
                 auth.charged = amount;
                 auth.state = TxnState::Cleared;
+                // From now on the authorization stands at the cleared amount:
+                // a partial reversal is measured against it.
+                auth.amount_minor = request.amount_minor;
+                auth.currency = request.currency.map(|c| c.numeric);
                 txn.original = Some(auth.id);
                 txn.state = TxnState::Cleared;
                 changes.put_txn(&mut self.state, auth);
@@ -616,25 +681,25 @@ impl<S: Store> Engine<S> {
 
     /// 0400/0420: bring the original down to the replacement amount (0 when
     /// full): release held funds or credit back charged ones. Idempotent by
-    /// target; an unknown original is acknowledged and moves nothing.
+    /// target. An unknown original is acknowledged, moves nothing, and is
+    /// remembered so that the original, if it arrives late, is not approved.
     fn reversal(&mut self, changes: &mut Changes, request: &AuthRequest, now: u64) -> Txn {
         let card = self.card_for(request);
         let mut txn = self.new_txn(changes, request, card.as_ref(), now);
         self.approve(&mut txn);
-        let Some(found) = self
-            .find_original(request, &[b"100", b"200", b"120", b"220"])
-            .cloned()
-        else {
+        let Some(found) = self.find_original(request, &[b"100", b"200", b"120", b"220"]) else {
+            txn.orphan_of = Some(match &request.original {
+                Some(o) => format!(
+                    "{}|{}|{}",
+                    String::from_utf8_lossy(&o.stan),
+                    o.datetime,
+                    o.acquirer
+                ),
+                None => request.orphan_key(),
+            });
             return self.finish(changes, txn);
         };
-        // A completion that captured an authorization's hold moved the money on the authorization.
-        let mut owner = match (found.legs.is_empty(), found.original) {
-            (true, Some(id)) => match self.state.txns.get(&id) {
-                Some(t) => t.clone(),
-                None => found,
-            },
-            _ => found,
-        };
+        let mut owner = self.money_owner(found).clone();
         txn.original = Some(owner.id);
         let Some(currency) = owner
             .legs
@@ -681,8 +746,19 @@ impl<S: Store> Engine<S> {
         self.finish(changes, txn)
     }
 
+    /// The transaction that holds the money of `found`: a completion that
+    /// captured an authorization's hold, or an advice acknowledged because we
+    /// had approved its authorization, moved nothing itself; the authorization did.
+    fn money_owner<'a>(&'a self, found: &'a Txn) -> &'a Txn {
+        match (found.legs.is_empty(), found.original) {
+            (true, Some(id)) => self.state.txns.get(&id).unwrap_or(found),
+            _ => found,
+        }
+    }
+
     /// The original a completion or reversal names (field 90/56), or else the
-    /// message of one of `classes` (x100, x200 …) with the same acquirer, STAN and date-time.
+    /// message of one of `classes` (x100, x200 …) with the same acquirer, STAN,
+    /// date-time and terminal.
     fn find_original(&self, request: &AuthRequest, classes: &[&[u8; 3]]) -> Option<&Txn> {
         if let Some(original) = &request.original {
             let key = crate::protocol::original_key(
@@ -691,25 +767,20 @@ impl<S: Store> Engine<S> {
                 &original.datetime,
                 &original.acquirer,
             );
-            return self.find_txn(&key);
+            return self
+                .state
+                .txn_by_original_key
+                .get(&key)
+                .and_then(|id| self.state.txns.get(id));
         }
         classes.iter().find_map(|class| {
-            let mut mti = request.mti;
-            mti[1..4].copy_from_slice(&class[..]);
-            self.find_txn(&crate::protocol::original_key(
-                &mti,
-                &request.stan,
-                &request.key_datetime,
-                &request.acquirer,
-            ))
+            let mut candidate = request.clone();
+            candidate.mti[1..4].copy_from_slice(&class[..]);
+            self.state
+                .txn_by_key
+                .get(&candidate.idempotency_key())
+                .and_then(|id| self.state.txns.get(id))
         })
-    }
-
-    fn find_txn(&self, original_key: &str) -> Option<&Txn> {
-        self.state
-            .txn_by_original_key
-            .get(original_key)
-            .and_then(|id| self.state.txns.get(id))
     }
 
     /// Releases every hold whose expiry has passed.

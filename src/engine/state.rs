@@ -26,6 +26,8 @@ pub struct State {
     pub txn_by_key: HashMap<String, u64>,
     /// Transaction id by original key (what field 90/56 names).
     pub txn_by_original_key: HashMap<String, u64>,
+    /// Reversals that arrived before their original, by the original's orphan key.
+    pub orphan_reversals: HashMap<String, u64>,
     /// Active holds by (expiry ms, txn id).
     pub active_holds: BTreeSet<(u64, u64)>,
     /// Next transaction id.
@@ -54,6 +56,9 @@ impl State {
                 self.active_holds.insert((expires, txn.id));
             }
         }
+        if let Some(orphan) = &txn.orphan_of {
+            self.orphan_reversals.insert(orphan.clone(), txn.id);
+        }
         self.txn_by_key.insert(txn.key.clone(), txn.id);
         self.txn_by_original_key
             .entry(txn.original_key.clone())
@@ -66,6 +71,11 @@ impl State {
         let txn = self.txns.remove(&id)?;
         if let Some(expires) = txn.hold_expires_ms {
             self.active_holds.remove(&(expires, id));
+        }
+        if let Some(orphan) = &txn.orphan_of {
+            if self.orphan_reversals.get(orphan) == Some(&id) {
+                self.orphan_reversals.remove(orphan);
+            }
         }
         if self.txn_by_key.get(&txn.key) == Some(&id) {
             self.txn_by_key.remove(&txn.key);
@@ -86,6 +96,7 @@ pub struct Changes {
     txns: HashMap<u64, Option<Txn>>,
     programs: HashMap<String, Option<Program>>,
     users: HashMap<String, Option<User>>,
+    pans: HashMap<[u8; 32], Option<String>>,
     journal: Vec<JournalEntry>,
     counters: Option<(u64, u64)>,
 }
@@ -99,6 +110,7 @@ impl Changes {
             && self.programs.is_empty()
             && self.users.is_empty()
             && self.journal.is_empty()
+            && self.pans.is_empty()
     }
 
     fn remember_counters(&mut self, state: &State) {
@@ -132,7 +144,8 @@ impl Changes {
 
     /// Replaces (or inserts) a card, indexing it by its PAN hash.
     pub fn put_card(&mut self, state: &mut State, card: Card, pan_hash: [u8; 32]) {
-        state.card_by_pan.insert(pan_hash, card.id.clone());
+        let old_pan = state.card_by_pan.insert(pan_hash, card.id.clone());
+        self.pans.entry(pan_hash).or_insert(old_pan);
         let old = state.cards.insert(card.id.clone(), card.clone());
         self.cards.entry(card.id).or_insert(old);
     }
@@ -160,46 +173,58 @@ impl Changes {
     /// The writes that make this change set durable, counters included.
     pub fn to_batch(&self, state: &State) -> WriteBatch {
         let mut batch = WriteBatch::default();
-        let mut put_or_delete = |key: Vec<u8>, value: Option<Vec<u8>>| match value {
-            Some(v) => batch.put(key, v),
-            None => batch.delete(key),
-        };
-        for id in self.programs.keys() {
-            put_or_delete(
-                keys::key(keys::PROGRAM, id),
-                state.programs.get(id).map(encode),
-            );
-        }
-        for id in self.users.keys() {
-            put_or_delete(keys::key(keys::USER, id), state.users.get(id).map(encode));
-        }
-        for id in self.balances.keys() {
-            put_or_delete(
-                keys::key(keys::BALANCE, id),
-                state.balances.get(id).map(encode),
-            );
-        }
-        for id in self.cards.keys() {
-            put_or_delete(keys::key(keys::CARD, id), state.cards.get(id).map(encode));
-        }
+        write_records(&mut batch, keys::PROGRAM, &self.programs, |id| {
+            state.programs.get(id)
+        });
+        write_records(&mut batch, keys::USER, &self.users, |id| {
+            state.users.get(id)
+        });
+        write_records(&mut batch, keys::BALANCE, &self.balances, |id| {
+            state.balances.get(id)
+        });
+        write_records(&mut batch, keys::CARD, &self.cards, |id| {
+            state.cards.get(id)
+        });
         for id in self.txns.keys() {
             put_or_delete(
+                &mut batch,
                 keys::numbered(keys::TXN, *id),
-                state.txns.get(id).map(encode),
+                state.txns.get(id),
             );
         }
         for entry in &self.journal {
             batch.put(keys::numbered(keys::JOURNAL, entry.seq), encode(entry));
         }
         if self.counters.is_some() {
-            batch.put(
-                keys::key(keys::META, "next_txn"),
-                state.next_txn.to_string().into_bytes(),
-            );
-            batch.put(
-                keys::key(keys::META, "next_journal"),
-                state.next_journal.to_string().into_bytes(),
-            );
+            put_counters(&mut batch, state.next_txn, state.next_journal);
+        }
+        batch
+    }
+
+    /// The writes that put the store back as it was before [`Changes::to_batch`]
+    /// was applied: the old records, and no new journal entries.
+    pub fn undo_batch(&self) -> WriteBatch {
+        let mut batch = WriteBatch::default();
+        write_records(&mut batch, keys::PROGRAM, &self.programs, |id| {
+            self.programs.get(id).and_then(Option::as_ref)
+        });
+        write_records(&mut batch, keys::USER, &self.users, |id| {
+            self.users.get(id).and_then(Option::as_ref)
+        });
+        write_records(&mut batch, keys::BALANCE, &self.balances, |id| {
+            self.balances.get(id).and_then(Option::as_ref)
+        });
+        write_records(&mut batch, keys::CARD, &self.cards, |id| {
+            self.cards.get(id).and_then(Option::as_ref)
+        });
+        for (id, old) in &self.txns {
+            put_or_delete(&mut batch, keys::numbered(keys::TXN, *id), old.as_ref());
+        }
+        for entry in &self.journal {
+            batch.delete(keys::numbered(keys::JOURNAL, entry.seq));
+        }
+        if let Some((next_txn, next_journal)) = self.counters {
+            put_counters(&mut batch, next_txn, next_journal);
         }
         batch
     }
@@ -218,12 +243,12 @@ impl Changes {
                 None => state.cards.remove(&id),
             };
         }
-        state.card_by_pan.retain(|hash, id| {
-            state
-                .cards
-                .get(id)
-                .is_some_and(|c| c.pan_hash == hex::encode(hash))
-        });
+        for (hash, old) in self.pans {
+            match old {
+                Some(id) => state.card_by_pan.insert(hash, id),
+                None => state.card_by_pan.remove(&hash),
+            };
+        }
         for (id, old) in self.programs {
             match old {
                 Some(p) => state.programs.insert(id, p),
@@ -247,4 +272,34 @@ impl Changes {
             state.next_journal = next_journal;
         }
     }
+}
+
+fn put_or_delete<T: serde::Serialize>(batch: &mut WriteBatch, key: Vec<u8>, value: Option<&T>) {
+    match value {
+        Some(v) => batch.put(key, encode(v)),
+        None => batch.delete(key),
+    }
+}
+
+/// Writes, for every id in `changed`, the record `value(id)` returns (or deletes it).
+fn write_records<'a, T: serde::Serialize + 'a>(
+    batch: &mut WriteBatch,
+    prefix: &[u8],
+    changed: &HashMap<String, Option<T>>,
+    value: impl Fn(&str) -> Option<&'a T>,
+) {
+    for id in changed.keys() {
+        put_or_delete(batch, keys::key(prefix, id), value(id));
+    }
+}
+
+fn put_counters(batch: &mut WriteBatch, next_txn: u64, next_journal: u64) {
+    batch.put(
+        keys::key(keys::META, "next_txn"),
+        next_txn.to_string().into_bytes(),
+    );
+    batch.put(
+        keys::key(keys::META, "next_journal"),
+        next_journal.to_string().into_bytes(),
+    );
 }

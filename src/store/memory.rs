@@ -19,7 +19,8 @@ impl MemoryStore {
         MemoryStore::default()
     }
 
-    /// While `fail` is true every commit fails and writes nothing (a dead disk).
+    /// While `fail` is true every commit fails after applying its batch in
+    /// memory, as sled's does when the flush fails (a dead disk).
     pub fn set_fail_commits(&self, fail: bool) {
         self.fail_commits.store(fail, Ordering::SeqCst);
     }
@@ -41,9 +42,14 @@ impl Store for MemoryStore {
     }
 
     fn commit(&mut self, batch: WriteBatch) -> Result<(), StoreError> {
+        self.revert(batch)?;
         if self.fail_commits.load(Ordering::SeqCst) {
-            return Err(StoreError::Io("injected failure".into()));
+            return Err(StoreError::Io("injected flush failure".into()));
         }
+        Ok(())
+    }
+
+    fn revert(&mut self, batch: WriteBatch) -> Result<(), StoreError> {
         let mut data = self.data.lock().unwrap_or_else(PoisonError::into_inner);
         for (key, value) in batch.ops {
             match value {

@@ -87,7 +87,12 @@ pub trait Store: Send + 'static {
     /// One value.
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// Applies the batch atomically and returns only once it is on disk.
+    /// On an error the batch may still have been applied (sled applies, then
+    /// flushes): the caller puts the old values back with [`Store::revert`].
     fn commit(&mut self, batch: WriteBatch) -> Result<(), StoreError>;
+    /// Applies a batch that undoes a failed commit. Not flushed: the next
+    /// successful commit makes it durable together with its own writes.
+    fn revert(&mut self, batch: WriteBatch) -> Result<(), StoreError>;
 }
 
 /// Key prefixes of the layout: one tree, one prefix per record kind, so that

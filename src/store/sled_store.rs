@@ -81,6 +81,13 @@ impl Store for SledStore {
     }
 
     fn commit(&mut self, batch: WriteBatch) -> Result<(), StoreError> {
+        self.revert(batch)?;
+        self.db.flush()?;
+        self.log.sync_data()?;
+        Ok(())
+    }
+
+    fn revert(&mut self, batch: WriteBatch) -> Result<(), StoreError> {
         let mut sled_batch = sled::Batch::default();
         for (key, value) in batch.ops {
             match value {
@@ -89,8 +96,6 @@ impl Store for SledStore {
             }
         }
         self.db.apply_batch(sled_batch)?;
-        self.db.flush()?;
-        self.log.sync_data()?;
         Ok(())
     }
 }
