@@ -298,3 +298,39 @@ pub struct Txn {
     #[serde(default)]
     pub orphan_of: Option<String>,
 }
+
+/// An e-mail to a partner, kept in the outbox (`outbox/{id:020}`) until delivered.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Notification {
+    /// Id, increasing.
+    pub id: u64,
+    /// What happened: `low_balance`.
+    pub kind: String,
+    /// The partner's program.
+    pub program: String,
+    /// The partner balance.
+    pub balance: String,
+    /// Its currency.
+    pub currency: String,
+    /// Available amount when it fell below the level.
+    pub available: Decimal,
+    /// The configured level.
+    pub low_level: Decimal,
+    /// When it happened (ms since epoch).
+    pub created_ms: u64,
+    /// Delivery attempts so far.
+    pub attempts: u32,
+    /// Not before this time (ms since epoch).
+    pub next_attempt_ms: u64,
+    /// When it was delivered.
+    pub delivered_ms: Option<u64>,
+    /// The last delivery error.
+    pub last_error: Option<String>,
+}
+
+impl Notification {
+    /// Its key in the management records.
+    pub fn key(id: u64) -> String {
+        format!("outbox/{id:020}")
+    }
+}

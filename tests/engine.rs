@@ -115,10 +115,16 @@ async fn a_failing_disk_answers_system_malfunction_and_changes_nothing() {
     assert_eq!(during, before, "a failed commit is undone in memory");
     // The store applied the batch before its flush failed (as sled does); the
     // engine put the old records back there too.
-    let stored = store.get(&keys::key(keys::BALANCE, "b-ok")).expect("get").expect("balance");
+    let stored = store
+        .get(&keys::key(keys::BALANCE, "b-ok"))
+        .expect("get")
+        .expect("balance");
     let balance: antaca::model::Balance = serde_json::from_slice(&stored).expect("json");
     assert_eq!(balance.available, "1000.00".parse::<Decimal>().expect("d"));
-    assert!(store.scan_prefix(keys::TXN).expect("scan").is_empty(), "no transaction record left behind");
+    assert!(
+        store.scan_prefix(keys::TXN).expect("scan").is_empty(),
+        "no transaction record left behind"
+    );
 
     store.set_fail_commits(false);
     let response = handle
@@ -281,4 +287,54 @@ fn no_clear_pan_cvv2_or_pin_reaches_the_store() {
             );
         }
     }
+}
+
+#[test]
+fn a_partner_balance_crossing_its_low_level_queues_one_notification() {
+    let mut engine = engine(MemoryStore::new());
+    let t = now();
+    // pc: 100.00 with a low level of 10.00; each user of the program has 50.00.
+    for (stan, card) in [(1, "cr0"), (2, "cr1")] {
+        let (outcome, _) = process(
+            &mut engine,
+            &request("0200", &pan(card), "000000", 4_500, stan),
+            t,
+        );
+        assert_eq!(outcome, Outcome::Approved);
+    }
+    // 100 → 55 → 10: not below yet.
+    assert_eq!(
+        engine
+            .state()
+            .records_under::<antaca::model::Notification>("outbox/")
+            .count(),
+        0
+    );
+    let (outcome, _) = process(
+        &mut engine,
+        &request("0200", &pan("cr2"), "000000", 1, 3),
+        t,
+    );
+    assert_eq!(outcome, Outcome::Approved);
+    let (outcome, _) = process(
+        &mut engine,
+        &request("0200", &pan("cr3"), "000000", 1, 4),
+        t,
+    );
+    assert_eq!(outcome, Outcome::Approved);
+    let queued: Vec<_> = engine
+        .state()
+        .records_under::<antaca::model::Notification>("outbox/")
+        .collect();
+    assert_eq!(
+        queued.len(),
+        1,
+        "one notification for the crossing, none while it stays below"
+    );
+    let (_, n) = &queued[0];
+    assert_eq!(
+        (n.balance.as_str(), n.program.as_str(), n.kind.as_str()),
+        ("pc", "credit", "low_balance")
+    );
+    assert_eq!(n.available, "9.99".parse::<Decimal>().expect("d"));
 }

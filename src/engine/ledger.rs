@@ -2,7 +2,10 @@
 //! and the postings of holds, releases, captures, debits and credits.
 
 use super::state::{Changes, State};
-use crate::model::{Account, Card, EntryKind, Funding, JournalEntry, Leg, Posting, Txn};
+use crate::model::{
+    Account, Balance, BalanceOwner, Card, EntryKind, Funding, JournalEntry, Leg, Notification,
+    Posting, Txn,
+};
 use crate::money::Currency;
 use crate::protocol::AuthRequest;
 use rust_decimal::{Decimal, RoundingStrategy};
@@ -116,8 +119,10 @@ pub fn entry(
             continue;
         };
         currency.get_or_insert_with(|| balance.currency.clone());
+        let before = balance.available;
         balance.available += available;
         balance.held += held;
+        notify_if_low(state, changes, &balance, before, now);
         for (account, amount) in [
             (Account::Available(leg.balance.clone()), available),
             (Account::Held(leg.balance.clone()), held),
@@ -140,6 +145,43 @@ pub fn entry(
         currency: currency?,
         postings,
     })
+}
+
+/// Queues a notification when a partner balance's available amount falls
+/// below its configured level (crossing it, not every time it stays below).
+fn notify_if_low(
+    state: &mut State,
+    changes: &mut Changes,
+    balance: &Balance,
+    before: Decimal,
+    now: u64,
+) {
+    let program = match &balance.owner {
+        BalanceOwner::PartnerCredit(p) | BalanceOwner::PartnerDeposit(p) => p.clone(),
+        BalanceOwner::User(_) => return,
+    };
+    let Some(level) = balance.low_level else {
+        return;
+    };
+    if before < level || balance.available >= level {
+        return;
+    }
+    let id = changes.next_in_sequence(state, "outbox");
+    let notification = Notification {
+        id,
+        kind: "low_balance".into(),
+        program,
+        balance: balance.id.clone(),
+        currency: balance.currency.clone(),
+        available: balance.available,
+        low_level: level,
+        created_ms: now,
+        attempts: 0,
+        next_attempt_ms: now,
+        delivered_ms: None,
+        last_error: None,
+    };
+    changes.put_record(state, &Notification::key(id), &notification);
 }
 
 /// Field 54 of a balance inquiry: the ledger ("01") of the balance the card

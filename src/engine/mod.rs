@@ -78,7 +78,36 @@ pub enum Command {
     ExpireHolds,
     /// Read the state.
     Inspect(Inspect),
+    /// Change the state (management operations); committed with the batch.
+    Apply(Mutation),
 }
+
+/// Whether a mutation's batch reached the disk.
+pub type Delivery = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+
+/// A management operation: runs on the writer inside a batch, returns what to
+/// do once the batch is committed (or failed).
+pub type Mutation = Box<dyn FnOnce(&mut State, &mut Changes, u64) -> Delivery + Send>;
+
+/// Why a management operation did not happen.
+#[derive(Debug)]
+pub enum ApplyError {
+    /// The writer has stopped.
+    Stopped,
+    /// The store could not commit; nothing changed.
+    Storage(String),
+}
+
+impl std::fmt::Display for ApplyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ApplyError::Stopped => f.write_str("the engine has stopped"),
+            ApplyError::Storage(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for ApplyError {}
 
 /// A cloneable handle to the writer.
 #[derive(Clone)]
@@ -113,6 +142,31 @@ impl EngineHandle {
         })
         .await?;
         rx.await.map_err(|_| EngineStopped)
+    }
+
+    /// Runs `f` on the writer inside a batch and returns its result once the
+    /// batch is durable. `f` gets the time in ms since the epoch.
+    pub async fn apply<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut State, &mut Changes, u64) -> T + Send + 'static,
+    ) -> Result<T, ApplyError> {
+        let (tx, rx) = oneshot::channel();
+        let mutation: Mutation = Box::new(move |state, changes, now| {
+            let out = f(state, changes, now);
+            Box::new(move |committed: Result<(), StoreError>| {
+                drop(
+                    tx.send(
+                        committed
+                            .map(|()| out)
+                            .map_err(|e| ApplyError::Storage(e.to_string())),
+                    ),
+                );
+            })
+        });
+        self.send(Command::Apply(mutation))
+            .await
+            .map_err(|_| ApplyError::Stopped)?;
+        rx.await.map_err(|_| ApplyError::Stopped)?
     }
 
     /// Runs `f` on the state (after the current batch commits) and returns its result.
@@ -173,6 +227,10 @@ impl<S: Store> Engine<S> {
                 .map_err(|_| StoreError::Corrupt(format!("card {}: bad PAN hash", card.id)))?;
             state.card_by_pan.insert(hash, card.id.clone());
             state.cards.insert(card.id.clone(), card);
+        }
+        for (k, v) in store.scan_prefix(keys::RECORD)? {
+            let key = String::from_utf8_lossy(&k[keys::RECORD.len()..]).into_owned();
+            state.records.insert(key, v);
         }
         for (k, v) in store.scan_prefix(keys::TXN)? {
             let txn: Txn = decode(&k, &v)?;
@@ -257,6 +315,7 @@ impl<S: Store> Engine<S> {
         let mut commands = Vec::with_capacity(self.config.batch_max);
         let mut replies: Vec<(Reply, AuthResponse)> = Vec::with_capacity(self.config.batch_max);
         let mut inspects: Vec<Inspect> = Vec::new();
+        let mut deliveries: Vec<Delivery> = Vec::new();
         loop {
             let Some(first) = rx.blocking_recv() else {
                 break;
@@ -278,10 +337,12 @@ impl<S: Store> Engine<S> {
                     }
                     Command::ExpireHolds => self.expire_holds(&mut changes, now),
                     Command::Inspect(f) => inspects.push(f),
+                    Command::Apply(f) => deliveries.push(f(&mut self.state, &mut changes, now)),
                 }
             }
             let batch_size = replies.len();
-            if let Err(e) = self.commit(changes) {
+            let committed = self.commit(changes);
+            if let Err(e) = &committed {
                 tracing::error!(error = %e, batch_size, "commit failed; answering the batch with system malfunction");
                 for (_, response) in &mut replies {
                     *response = AuthResponse::outcome(Outcome::SystemMalfunction);
@@ -289,6 +350,12 @@ impl<S: Store> Engine<S> {
             }
             for (reply, response) in replies.drain(..) {
                 reply.send(response);
+            }
+            for deliver in deliveries.drain(..) {
+                deliver(match &committed {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(StoreError::Io(e.to_string())),
+                });
             }
             for f in inspects.drain(..) {
                 f(&self.state);

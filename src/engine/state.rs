@@ -5,7 +5,7 @@
 
 use crate::model::{Balance, Card, JournalEntry, Program, Txn, TxnState, User};
 use crate::store::{keys, StoreError, WriteBatch};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Everything the engine decides on, loaded from the store at start.
 #[derive(Default)]
@@ -30,6 +30,8 @@ pub struct State {
     pub orphan_reversals: HashMap<String, u64>,
     /// Active holds by (expiry ms, txn id).
     pub active_holds: BTreeSet<(u64, u64)>,
+    /// Management records (JSON) by key, e.g. `admin/alice`, `kyc/u-1`, `outbox/…`.
+    pub records: BTreeMap<String, Vec<u8>>,
     /// Next transaction id.
     pub next_txn: u64,
     /// Next journal sequence.
@@ -49,6 +51,24 @@ pub fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Resul
 }
 
 impl State {
+    /// A management record, if present and readable.
+    pub fn record<T: serde::de::DeserializeOwned>(&self, key: &str) -> Option<T> {
+        self.records
+            .get(key)
+            .and_then(|bytes| serde_json::from_slice(bytes).ok())
+    }
+
+    /// Every management record whose key starts with `prefix`, in key order.
+    pub fn records_under<'a, T: serde::de::DeserializeOwned + 'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> impl Iterator<Item = (&'a str, T)> + 'a {
+        self.records
+            .range(prefix.to_string()..)
+            .take_while(move |(k, _)| k.starts_with(prefix))
+            .filter_map(|(k, v)| serde_json::from_slice(v).ok().map(|t| (k.as_str(), t)))
+    }
+
     /// Adds a transaction to the maps and indexes.
     pub fn index_txn(&mut self, txn: Txn) {
         if txn.state == TxnState::Authorized {
@@ -97,6 +117,7 @@ pub struct Changes {
     programs: HashMap<String, Option<Program>>,
     users: HashMap<String, Option<User>>,
     pans: HashMap<[u8; 32], Option<String>>,
+    records: HashMap<String, Option<Vec<u8>>>,
     journal: Vec<JournalEntry>,
     counters: Option<(u64, u64)>,
 }
@@ -111,6 +132,7 @@ impl Changes {
             && self.users.is_empty()
             && self.journal.is_empty()
             && self.pans.is_empty()
+            && self.records.is_empty()
     }
 
     fn remember_counters(&mut self, state: &State) {
@@ -162,6 +184,26 @@ impl Changes {
         self.users.entry(user.id).or_insert(old);
     }
 
+    /// Replaces (or inserts) a management record.
+    pub fn put_record<T: serde::Serialize>(&mut self, state: &mut State, key: &str, value: &T) {
+        let old = state.records.insert(key.to_string(), encode(value));
+        self.records.entry(key.to_string()).or_insert(old);
+    }
+
+    /// Deletes a management record.
+    pub fn delete_record(&mut self, state: &mut State, key: &str) {
+        let old = state.records.remove(key);
+        self.records.entry(key.to_string()).or_insert(old);
+    }
+
+    /// Takes the next number of a named sequence kept as a record (`seq/NAME`).
+    pub fn next_in_sequence(&mut self, state: &mut State, name: &str) -> u64 {
+        let key = format!("seq/{name}");
+        let next = state.record::<u64>(&key).unwrap_or(0) + 1;
+        self.put_record(state, &key, &next);
+        next
+    }
+
     /// Replaces (or inserts) a transaction and keeps the indexes right.
     pub fn put_txn(&mut self, state: &mut State, txn: Txn) {
         let id = txn.id;
@@ -195,6 +237,13 @@ impl Changes {
         for entry in &self.journal {
             batch.put(keys::numbered(keys::JOURNAL, entry.seq), encode(entry));
         }
+        for key in self.records.keys() {
+            put_or_delete_raw(
+                &mut batch,
+                keys::key(keys::RECORD, key),
+                state.records.get(key),
+            );
+        }
         if self.counters.is_some() {
             put_counters(&mut batch, state.next_txn, state.next_journal);
         }
@@ -223,6 +272,9 @@ impl Changes {
         for entry in &self.journal {
             batch.delete(keys::numbered(keys::JOURNAL, entry.seq));
         }
+        for (key, old) in &self.records {
+            put_or_delete_raw(&mut batch, keys::key(keys::RECORD, key), old.as_ref());
+        }
         if let Some((next_txn, next_journal)) = self.counters {
             put_counters(&mut batch, next_txn, next_journal);
         }
@@ -241,6 +293,12 @@ impl Changes {
             match old {
                 Some(c) => state.cards.insert(id, c),
                 None => state.cards.remove(&id),
+            };
+        }
+        for (key, old) in self.records {
+            match old {
+                Some(v) => state.records.insert(key, v),
+                None => state.records.remove(&key),
             };
         }
         for (hash, old) in self.pans {
@@ -290,6 +348,13 @@ fn write_records<'a, T: serde::Serialize + 'a>(
 ) {
     for id in changed.keys() {
         put_or_delete(batch, keys::key(prefix, id), value(id));
+    }
+}
+
+fn put_or_delete_raw(batch: &mut WriteBatch, key: Vec<u8>, value: Option<&Vec<u8>>) {
+    match value {
+        Some(v) => batch.put(key, v.clone()),
+        None => batch.delete(key),
     }
 }
 

@@ -112,6 +112,8 @@ pub mod keys {
     pub const TXN: &[u8] = b"t/";
     /// Journal entries by zero-padded sequence.
     pub const JOURNAL: &[u8] = b"j/";
+    /// Management records (sessions' devices, administrators, KYC, outbox …) by their own key.
+    pub const RECORD: &[u8] = b"r/";
 
     /// `prefix` followed by `id`.
     pub fn key(prefix: &[u8], id: &str) -> Vec<u8> {
