@@ -40,6 +40,8 @@ pub struct ServeOptions {
     pub engine: EngineConfig,
     /// How often expired holds are swept.
     pub sweep_interval: Duration,
+    /// HTTP plane settings.
+    pub http: crate::http::HttpConfig,
 }
 
 impl Default for ServeOptions {
@@ -53,6 +55,7 @@ impl Default for ServeOptions {
             iso: IsoConfig::default(),
             engine: EngineConfig::default(),
             sweep_interval: Duration::from_secs(60),
+            http: crate::http::HttpConfig::default(),
         }
     }
 }
@@ -177,6 +180,10 @@ pub fn start_with<S: Store>(
         engine: handle.clone(),
     });
     let network_handle = handle.clone();
+    let http_context = Arc::new(crate::http::HttpContext::new(
+        handle.clone(),
+        options.http.clone(),
+    ));
     let network_shutdown = shutdown.clone();
     let sweep_interval = options.sweep_interval;
     // One thread for the network (a current-thread runtime), one for the writer:
@@ -203,7 +210,7 @@ pub fn start_with<S: Store>(
                 ));
                 let http = tokio::spawn(crate::http::serve(
                     http_listener,
-                    network_handle.clone(),
+                    http_context,
                     network_shutdown.clone(),
                 ));
                 let mut tick = tokio::time::interval(sweep_interval);

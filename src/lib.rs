@@ -7,6 +7,8 @@ pub mod engine;
 pub mod framing;
 pub mod http;
 pub mod iso8583;
+pub mod kyc_provider;
+pub mod manage;
 pub mod model;
 pub mod money;
 pub mod portfolio;

@@ -1,0 +1,207 @@
+//! The HTTP plane: the cardholder's app (`/customers/me`) and the
+//! administration panel (`/admin`) on the plain listener, the partner's
+//! servers (`/secure`) on the TLS listener with client certificates. Every
+//! change goes through the engine's writer, so the next authorization sees it.
+
+pub mod api;
+pub mod ekyc;
+pub mod routes;
+pub mod sessions;
+
+use crate::engine::EngineHandle;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// The OpenAPI document of the HTTP plane (served at `/openapi.json`).
+pub const OPENAPI: &str = include_str!("../../specs/openapi.json");
+
+/// When repeated wrong passwords lock an administrator's login, and for how long.
+#[derive(Clone, Copy, Debug)]
+pub struct LoginPolicy {
+    /// Wrong passwords in a row that lock the login.
+    pub max_failures: u32,
+    /// How long it stays locked.
+    pub lock: Duration,
+}
+
+/// Settings of the HTTP plane.
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    /// Lifetime of an app session.
+    pub customer_session: Duration,
+    /// Lifetime of an admin session.
+    pub admin_session: Duration,
+    /// Lifetime of a pairing code.
+    pub pairing_code: Duration,
+    /// Login lockout.
+    pub login_policy: LoginPolicy,
+    /// Time to send the request headers.
+    pub header_timeout: Duration,
+    /// Time to send the body.
+    pub body_timeout: Duration,
+    /// The external eKYC provider, if automatic KYC is offered.
+    pub kyc_provider: Option<crate::kyc_provider::ProviderConfig>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            customer_session: Duration::from_secs(10 * 60),
+            admin_session: Duration::from_secs(15 * 60),
+            pairing_code: Duration::from_secs(10 * 60),
+            login_policy: LoginPolicy {
+                max_failures: 5,
+                lock: Duration::from_secs(15 * 60),
+            },
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            kyc_provider: None,
+        }
+    }
+}
+
+/// What every HTTP request shares.
+pub struct HttpContext {
+    /// The writer.
+    pub engine: EngineHandle,
+    /// Session tokens and pairing codes.
+    pub sessions: sessions::Sessions,
+    /// Login lockout.
+    pub login_policy: LoginPolicy,
+    /// Lifetime of a pairing code.
+    pub pairing_ttl: Duration,
+    /// The eKYC provider.
+    pub kyc_provider: Option<crate::kyc_provider::ProviderConfig>,
+    /// Body timeout.
+    pub body_timeout: Duration,
+    /// Header timeout.
+    pub header_timeout: Duration,
+    /// The route table.
+    pub routes: Vec<routes::Route>,
+}
+
+impl HttpContext {
+    /// A context over the engine with these settings.
+    pub fn new(engine: EngineHandle, config: HttpConfig) -> HttpContext {
+        HttpContext {
+            engine,
+            sessions: sessions::Sessions::new(config.customer_session, config.admin_session),
+            login_policy: config.login_policy,
+            pairing_ttl: config.pairing_code,
+            kyc_provider: config.kyc_provider,
+            body_timeout: config.body_timeout,
+            header_timeout: config.header_timeout,
+            routes: routes::routes(),
+        }
+    }
+}
+
+/// Reads the body within its size limit and time, then dispatches.
+/// `partner` is the program of the verified client certificate (TLS listener).
+pub async fn handle(
+    ctx: Arc<HttpContext>,
+    request: Request<Incoming>,
+    partner: Option<String>,
+) -> Response<Full<Bytes>> {
+    let (parts, body) = request.into_parts();
+    let limit = routes::body_limit(parts.uri.path());
+    let collected =
+        tokio::time::timeout(ctx.body_timeout, Limited::new(body, limit).collect()).await;
+    let body = match collected {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(_)) => {
+            return api::ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "PAYLOAD_TOO_LARGE",
+                format!("the body is larger than {limit} bytes or was cut off"),
+            )
+            .response()
+        }
+        Err(_) => {
+            return api::ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "REQUEST_TIMEOUT",
+                "the body took too long",
+            )
+            .response()
+        }
+    };
+    let path = parts.uri.path().to_string();
+    let query = parts.uri.query().map(str::to_string);
+    routes::dispatch(
+        ctx,
+        parts.method,
+        &path,
+        query.as_deref(),
+        parts.headers,
+        body,
+        partner.as_deref(),
+    )
+    .await
+}
+
+/// Serves the plain HTTP/1.1 listener (app and admin channels) until `shutdown`.
+pub async fn serve(listener: TcpListener, ctx: Arc<HttpContext>, shutdown: CancellationToken) {
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        let (socket, _) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "http accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        let ctx = ctx.clone();
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            let header_timeout = ctx.header_timeout;
+            let service = service_fn(move |request| {
+                let ctx = ctx.clone();
+                async move { Ok::<_, Infallible>(handle(ctx, request, None).await) }
+            });
+            serve_connection(TokioIo::new(socket), service, header_timeout, shutdown).await;
+        });
+        while tasks.try_join_next().is_some() {}
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+/// Serves one HTTP/1.1 connection, finishing gracefully on shutdown.
+pub async fn serve_connection<I, S>(
+    io: I,
+    service: S,
+    header_timeout: Duration,
+    shutdown: CancellationToken,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<Incoming, ResBody = Full<Bytes>> + Send,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let connection = http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .serve_connection(io, service);
+    tokio::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        _ = shutdown.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(5), connection).await;
+        }
+    }
+}
