@@ -28,6 +28,9 @@ enum Commands {
     Serve(ServeArgs),
     /// Send one ISO 8583 request to a running engine and print the answer (card data masked).
     Send(SendArgs),
+    /// Manage administrators of the admin panel (offline, with the server stopped).
+    #[command(subcommand)]
+    Admin(AdminCommand),
     /// Load a portfolio into an empty store, offline.
     Import {
         /// Data directory.
@@ -67,6 +70,22 @@ struct ServeArgs {
     /// Days an authorization hold blocks funds before it is released.
     #[arg(long, default_value_t = 7)]
     hold_expiry_days: u64,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create an administrator; the password is read from standard input.
+    Add {
+        /// Data directory.
+        #[arg(long, default_value = "./antaca-data")]
+        data: PathBuf,
+        /// Login.
+        #[arg(long)]
+        login: String,
+        /// Admin, Manager or Employee.
+        #[arg(long)]
+        role: antaca::http::sessions::Role,
+    },
 }
 
 #[derive(clap::Args)]
@@ -118,6 +137,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Commands::Serve(args) => serve(args),
         Commands::Send(args) => send(args),
+        Commands::Admin(AdminCommand::Add { data, login, role }) => add_admin(&data, &login, role),
         Commands::Import { data, file } => import(&data, &file),
     };
     match result {
@@ -127,6 +147,39 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn add_admin(data: &Path, login: &str, role: antaca::http::sessions::Role) -> Result<(), BoxError> {
+    use antaca::http::sessions::{self, Administrator};
+    let mut password = String::new();
+    std::io::stdin().read_line(&mut password)?;
+    let password = password.trim_end_matches(['\r', '\n']);
+    antaca::http::routes::validate_new_administrator(login, password).map_err(|e| e.message)?;
+    let hash = sessions::hash_password(password)?;
+    let (mut engine, _) = app::open(data, EngineConfig::default())?;
+    let admin = Administrator {
+        login: login.to_string(),
+        role,
+        password_hash: hash,
+        failed_attempts: 0,
+        locked_until_ms: 0,
+    };
+    let created = engine.apply(|state, changes| {
+        let key = sessions::admin_key(login);
+        if state.records.contains_key(&key) {
+            return false;
+        }
+        changes.put_record(state, &key, &admin);
+        true
+    })?;
+    if !created {
+        return Err(format!("administrator {login:?} already exists").into());
+    }
+    println!(
+        "administrator {login} ({role:?}) created in {}",
+        data.display()
+    );
+    Ok(())
 }
 
 fn import(data: &Path, file: &Path) -> Result<(), BoxError> {

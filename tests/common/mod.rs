@@ -50,8 +50,15 @@ pub struct TestServer {
 impl TestServer {
     /// Starts on 127.0.0.1:0 with the test portfolio.
     pub fn start(spec: &str) -> TestServer {
+        TestServer::start_with(spec, |_| {})
+    }
+
+    /// Starts with changed options (on 127.0.0.1:0, the test portfolio, a temporary store).
+    pub fn start_with(spec: &str, change: impl FnOnce(&mut ServeOptions)) -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
-        let running = start_in(dir.path(), spec, Some(fixture("test-portfolio.json")));
+        let mut options = options_for(dir.path(), spec, Some(fixture("test-portfolio.json")));
+        change(&mut options);
+        let running = app::start(options).unwrap_or_else(|e| panic!("server starts: {e}"));
         TestServer {
             running: Some(running),
             dir,
@@ -108,16 +115,19 @@ impl TestServer {
     }
 }
 
-pub fn start_in(dir: &Path, spec: &str, portfolio: Option<PathBuf>) -> Running {
-    let options = ServeOptions {
+pub fn options_for(dir: &Path, spec: &str, portfolio: Option<PathBuf>) -> ServeOptions {
+    ServeOptions {
         data: dir.to_path_buf(),
         iso_listen: "127.0.0.1:0".into(),
         http_listen: "127.0.0.1:0".into(),
         spec: spec.into(),
         portfolio,
         ..ServeOptions::default()
-    };
-    app::start(options).unwrap_or_else(|e| panic!("server starts: {e}"))
+    }
+}
+
+pub fn start_in(dir: &Path, spec: &str, portfolio: Option<PathBuf>) -> Running {
+    app::start(options_for(dir, spec, portfolio)).unwrap_or_else(|e| panic!("server starts: {e}"))
 }
 
 /// A blocking ISO 8583 client with a 2-byte length header.
@@ -243,4 +253,178 @@ pub fn original_data(original: &Message) -> String {
         field(original, 32),
         "0"
     )
+}
+
+/// A parsed HTTP response.
+pub struct HttpReply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpReply {
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The error code of a JSON error body.
+    pub fn code(&self) -> String {
+        self.json()["code"].as_str().unwrap_or_default().to_string()
+    }
+
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Parses a raw HTTP/1.1 response.
+pub fn parse_http(raw: &[u8]) -> HttpReply {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("end of headers");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    HttpReply {
+        status,
+        headers,
+        body: raw[split + 4..].to_vec(),
+    }
+}
+
+/// One HTTP/1.1 request over a new plain connection (`Connection: close`).
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpReply {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    stream
+        .write_all(&http_request(method, path, headers, body))
+        .expect("write");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read");
+    parse_http(&raw)
+}
+
+/// The bytes of an HTTP/1.1 request.
+pub fn http_request(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: antaca\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if !body.is_empty()
+        && !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+    {
+        request.push_str("Content-Type: application/json\r\n");
+    }
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    let mut bytes = request.into_bytes();
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+/// A JSON request with an optional bearer token.
+pub fn http_json(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: serde_json::Value,
+) -> HttpReply {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers = Vec::new();
+    if let Some(auth) = &auth {
+        headers.push(("Authorization", auth.as_str()));
+    }
+    let bytes = if body.is_null() {
+        Vec::new()
+    } else {
+        body.to_string().into_bytes()
+    };
+    http(addr, method, path, &headers, &bytes)
+}
+
+impl TestServer {
+    /// Creates an administrator directly in the store (what `antaca admin add` does).
+    pub fn add_admin(&self, login: &str, password: &str, role: antaca::http::sessions::Role) {
+        use antaca::http::sessions::{self, Administrator};
+        let admin = Administrator {
+            login: login.into(),
+            role,
+            password_hash: sessions::hash_password(password).expect("hash"),
+            failed_attempts: 0,
+            locked_until_ms: 0,
+        };
+        let engine = self.running().engine();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("rt");
+        runtime
+            .block_on(engine.apply(move |state, changes, _| {
+                changes.put_record(state, &sessions::admin_key(&admin.login), &admin);
+            }))
+            .expect("admin");
+    }
+
+    /// Logs an administrator in; returns the session token.
+    pub fn admin_token(&self, login: &str, password: &str) -> String {
+        let reply = http_json(
+            self.running().http_addr,
+            "POST",
+            "/admin/login",
+            None,
+            serde_json::json!({ "login": login, "password": password }),
+        );
+        assert_eq!(
+            reply.status,
+            200,
+            "login: {}",
+            String::from_utf8_lossy(&reply.body)
+        );
+        reply.json()["sessionToken"]
+            .as_str()
+            .expect("token")
+            .to_string()
+    }
+
+    /// Runs a management operation directly on the writer.
+    pub fn apply<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut antaca::engine::state::State, &mut antaca::engine::state::Changes, u64) -> T
+            + Send
+            + 'static,
+    ) -> T {
+        let engine = self.running().engine();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("rt");
+        runtime.block_on(engine.apply(f)).expect("apply")
+    }
 }
