@@ -1,0 +1,1 @@
+//! The external eKYC provider adapter (being written).
