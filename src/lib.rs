@@ -11,6 +11,7 @@ pub mod kyc_provider;
 pub mod manage;
 pub mod model;
 pub mod money;
+pub mod notify;
 pub mod portfolio;
 pub mod protocol;
 pub mod secrets;
