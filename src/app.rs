@@ -42,6 +42,10 @@ pub struct ServeOptions {
     pub sweep_interval: Duration,
     /// HTTP plane settings.
     pub http: crate::http::HttpConfig,
+    /// Where partner notifications are mailed; `None` keeps them queued in the outbox.
+    pub smtp: Option<crate::notify::SmtpConfig>,
+    /// How often the outbox is looked at.
+    pub notify_interval: Duration,
 }
 
 impl Default for ServeOptions {
@@ -56,6 +60,8 @@ impl Default for ServeOptions {
             engine: EngineConfig::default(),
             sweep_interval: Duration::from_secs(60),
             http: crate::http::HttpConfig::default(),
+            smtp: None,
+            notify_interval: Duration::from_secs(2),
         }
     }
 }
@@ -186,6 +192,8 @@ pub fn start_with<S: Store>(
     ));
     let network_shutdown = shutdown.clone();
     let sweep_interval = options.sweep_interval;
+    let smtp = options.smtp.clone();
+    let notify_interval = options.notify_interval;
     // One thread for the network (a current-thread runtime), one for the writer:
     // on a small machine this beats a work-stealing pool (fewer wakeups and cache moves).
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -213,6 +221,14 @@ pub fn start_with<S: Store>(
                     http_context,
                     network_shutdown.clone(),
                 ));
+                let notifier = smtp.map(|smtp| {
+                    crate::notify::spawn_notifier(
+                        network_handle.clone(),
+                        smtp,
+                        notify_interval,
+                        network_shutdown.clone(),
+                    )
+                });
                 let mut tick = tokio::time::interval(sweep_interval);
                 loop {
                     tokio::select! {
@@ -224,6 +240,9 @@ pub fn start_with<S: Store>(
                 }
                 let _ = iso.await;
                 let _ = http.await;
+                if let Some(notifier) = notifier {
+                    let _ = notifier.await;
+                }
             });
         })?;
     Ok(Running {

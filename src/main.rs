@@ -70,6 +70,25 @@ struct ServeArgs {
     /// Days an authorization hold blocks funds before it is released.
     #[arg(long, default_value_t = 7)]
     hold_expiry_days: u64,
+    /// Minutes an app session lasts.
+    #[arg(long, default_value_t = 10)]
+    customer_session_minutes: u64,
+    /// Minutes an admin session lasts.
+    #[arg(long, default_value_t = 15)]
+    admin_session_minutes: u64,
+    /// SMTP relay (HOST:PORT) for partner notifications; without it they wait in the outbox.
+    #[arg(long)]
+    smtp: Option<String>,
+    /// Sender address of notifications.
+    #[arg(long, default_value = "antaca@localhost")]
+    smtp_from: String,
+    /// eKYC provider endpoint (http://…); its key is read from ANTACA_EKYC_API_KEY and the
+    /// callback secret from ANTACA_EKYC_CALLBACK_SECRET.
+    #[arg(long)]
+    ekyc_url: Option<String>,
+    /// The URL the eKYC provider calls back (this server's /kyc/callback as the provider reaches it).
+    #[arg(long)]
+    ekyc_callback_url: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -264,6 +283,16 @@ fn serve(args: ServeArgs) -> Result<(), BoxError> {
             hold_expiry: Duration::from_secs(args.hold_expiry_days.saturating_mul(24 * 3600)),
             ..EngineConfig::default()
         },
+        http: antaca::http::HttpConfig {
+            customer_session: Duration::from_secs(args.customer_session_minutes.saturating_mul(60)),
+            admin_session: Duration::from_secs(args.admin_session_minutes.saturating_mul(60)),
+            kyc_provider: ekyc_config(args.ekyc_url, args.ekyc_callback_url)?,
+            ..antaca::http::HttpConfig::default()
+        },
+        smtp: match args.smtp {
+            Some(relay) => Some(smtp_config(&relay, args.smtp_from)?),
+            None => None,
+        },
         ..ServeOptions::default()
     };
     let running = app::start(options)?;
@@ -275,6 +304,36 @@ fn serve(args: ServeArgs) -> Result<(), BoxError> {
     running.stop();
     println!("stopped");
     Ok(())
+}
+
+fn smtp_config(relay: &str, from: String) -> Result<antaca::notify::SmtpConfig, BoxError> {
+    let (host, port) = relay.rsplit_once(':').ok_or("--smtp is HOST:PORT")?;
+    let port = port.parse().map_err(|_| "--smtp port is a number")?;
+    Ok(antaca::notify::SmtpConfig {
+        host: host.to_string(),
+        port,
+        from,
+        timeout: Duration::from_secs(30),
+    })
+}
+
+fn ekyc_config(
+    url: Option<String>,
+    callback: Option<String>,
+) -> Result<Option<antaca::kyc_provider::ProviderConfig>, BoxError> {
+    let Some(url) = url else { return Ok(None) };
+    let callback_url = callback.ok_or("--ekyc-url needs --ekyc-callback-url")?;
+    let api_key = std::env::var("ANTACA_EKYC_API_KEY")
+        .map_err(|_| "set ANTACA_EKYC_API_KEY for --ekyc-url")?;
+    let secret = std::env::var("ANTACA_EKYC_CALLBACK_SECRET")
+        .map_err(|_| "set ANTACA_EKYC_CALLBACK_SECRET for --ekyc-url")?;
+    Ok(Some(antaca::kyc_provider::ProviderConfig {
+        url,
+        api_key,
+        callback_secret: secret.into_bytes(),
+        callback_url,
+        timeout: Duration::from_secs(10),
+    }))
 }
 
 /// Blocks until SIGINT or SIGTERM.

@@ -992,26 +992,15 @@ async fn set_notification_emails(
         return Err(ApiError::forbidden("WRONG_CHANNEL", "partner only"));
     };
     let body: EmailsRequest = parse_json(&call.headers, &call.body)?;
-    if body.emails.len() > 20
-        || body
-            .emails
-            .iter()
-            .any(|e| e.len() > 254 || !e.contains('@') || e.contains(['\r', '\n']))
-    {
-        return Err(ApiError::bad_request(
-            "INVALID_FIELD",
-            "emails is a list of at most 20 e-mail addresses",
-        ));
-    }
     let program = program.clone();
     let emails = body.emails.clone();
     apply(&ctx, move |state, changes, _| {
-        changes.put_record(
-            state,
-            &format!("partner_contact/{program}"),
-            &serde_json::json!({ "emails": emails }),
-        );
-        Ok(())
+        crate::notify::set_partner_emails(state, changes, &program, &emails).map_err(|e| {
+            ManageError::Invalid {
+                code: "INVALID_FIELD",
+                message: e.to_string(),
+            }
+        })
     })
     .await?;
     ok(&serde_json::json!({ "emails": body.emails }))
