@@ -1,6 +1,7 @@
 //! Antaca: a card issuer's authorization engine.
 pub mod app;
 pub mod authz;
+pub mod ca;
 pub mod calendar;
 pub mod client;
 pub mod engine;
