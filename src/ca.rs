@@ -714,17 +714,30 @@ impl Ca {
         self.dir.join(CA_CERT_FILE)
     }
 
-    /// Checks that `cert_der` was issued by this CA, is valid at `now_secs` and names a program; does not check revocation.
-    pub fn verify_issued(&self, cert_der: &[u8], now_secs: u64) -> Option<PartnerIdentity> {
-        let (rest, cert) = x509_parser::parse_x509_certificate(cert_der).ok()?;
-        let (_, ca) = x509_parser::parse_x509_certificate(&self.ca_cert_der).ok()?;
+    /// Whether `cert_der` was signed by this CA and is within its validity period at `now_secs`.
+    pub fn is_issued_and_valid(&self, cert_der: &[u8], now_secs: u64) -> bool {
+        let Ok((rest, cert)) = x509_parser::parse_x509_certificate(cert_der) else {
+            return false;
+        };
+        let Ok((_, ca)) = x509_parser::parse_x509_certificate(&self.ca_cert_der) else {
+            return false;
+        };
         if !rest.is_empty() || cert.issuer().as_raw() != ca.subject().as_raw() {
-            return None;
+            return false;
         }
-        cert.verify_signature(Some(ca.public_key())).ok()?;
-        let now = i64::try_from(now_secs).ok()?;
+        if cert.verify_signature(Some(ca.public_key())).is_err() {
+            return false;
+        }
+        let Ok(now) = i64::try_from(now_secs) else {
+            return false;
+        };
         let validity = cert.validity();
-        if now < validity.not_before.timestamp() || now > validity.not_after.timestamp() {
+        validity.not_before.timestamp() <= now && now <= validity.not_after.timestamp()
+    }
+
+    /// The partner identity of `cert_der` if this CA issued it, it is valid at `now_secs` and names a program; revocation is not checked.
+    pub fn verify_issued(&self, cert_der: &[u8], now_secs: u64) -> Option<PartnerIdentity> {
+        if !self.is_issued_and_valid(cert_der, now_secs) {
             return None;
         }
         partner_identity(cert_der)

@@ -15,3 +15,4 @@ pub mod protocol;
 pub mod secrets;
 pub mod server;
 pub mod store;
+pub mod trusted_identity;

@@ -1,5 +1,7 @@
 //! The HTTP listener. For now it serves `GET /health`; the management plane
-//! (three channels) builds on it.
+//! (three channels) builds on it. `tls` is the mutual-TLS listener for partners.
+
+pub mod tls;
 
 use crate::engine::EngineHandle;
 use bytes::Bytes;
