@@ -769,6 +769,11 @@ impl Ca {
             .with_single_cert(chain, key)
             .map_err(crypto)?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // No session resumption: a resumed session skips client certificate
+        // verification, so a revoked partner could keep reconnecting with an
+        // old session. Every connection does a full handshake.
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
         Ok(Arc::new(config))
     }
 }
