@@ -193,6 +193,62 @@ pub struct PartnerIdentity {
     pub subject: String,
 }
 
+const LOCK_FILE: &str = ".lock";
+/// How long to wait for another process's lock on the register files.
+const LOCK_WAIT: Duration = Duration::from_secs(5);
+/// A lock file older than this was left by a crashed process and is removed.
+const LOCK_STALE: Duration = Duration::from_secs(30);
+
+/// A lock across processes on `issued.json` and `revoked.json` (a file created
+/// exclusively), so two revokers never lose each other's line.
+struct DirLock {
+    path: PathBuf,
+}
+
+impl DirLock {
+    fn acquire(dir: &Path) -> Result<DirLock, CaError> {
+        let path = dir.join(LOCK_FILE);
+        let started = std::time::Instant::now();
+        loop {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(_) => return Ok(DirLock { path }),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let stale = std::fs::metadata(&path)
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| t.elapsed().ok())
+                        .is_some_and(|age| age > LOCK_STALE);
+                    if stale {
+                        let _ = std::fs::remove_file(&path);
+                        continue;
+                    }
+                    if started.elapsed() > LOCK_WAIT {
+                        return Err(CaError::Io {
+                            path,
+                            source: std::io::Error::new(
+                                std::io::ErrorKind::WouldBlock,
+                                "another antaca process holds the CA lock; retry, or remove the file if no antaca process is running",
+                            ),
+                        });
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => return Err(io_error(&path)(e)),
+            }
+        }
+    }
+}
+
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 /// One line of `issued.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct IssuedRecord {
@@ -230,7 +286,7 @@ pub struct Ca {
     issuer: Certificate,
     server_cert_der: Vec<u8>,
     server_key_der: Vec<u8>,
-    /// Serialises this process's writes to `issued.json` and `revoked.json`.
+    /// Serialises this process's writes to `issued.json` and `revoked.json` (`DirLock` does it across processes).
     write_lock: Mutex<()>,
     revoked: Mutex<RevokedCache>,
 }
@@ -574,6 +630,7 @@ impl Ca {
             .map_err(|_| CaError::BadProgram(program.to_string()))?;
 
         let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _lock = DirLock::acquire(&self.dir)?;
         let issued_path = self.dir.join(ISSUED_FILE);
         let mut issued: Vec<IssuedRecord> = read_json_list(&issued_path)?;
         let serial = loop {
@@ -623,6 +680,7 @@ impl Ca {
         let serial = normalize_serial(serial_hex)
             .ok_or_else(|| CaError::BadSerial(serial_hex.to_string()))?;
         let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _lock = DirLock::acquire(&self.dir)?;
         let issued: Vec<IssuedRecord> = read_json_list(&self.dir.join(ISSUED_FILE))?;
         if !issued.iter().any(|r| r.serial_hex == serial) {
             return Err(CaError::UnknownSerial(serial));

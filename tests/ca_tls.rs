@@ -578,3 +578,30 @@ fn cli_init_sign_revoke() {
     let neither = antaca(&["ca", "revoke"], &data);
     assert!(!neither.status.success());
 }
+
+#[test]
+fn concurrent_revocations_from_several_ca_instances_are_all_kept() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = Ca::init(dir.path()).expect("ca");
+    let key = partner_key();
+    let csr = csr_pem(&key, "acme");
+    let serials: Vec<String> = (0..8)
+        .map(|_| ca.sign_csr(&csr, "ACME", 1).expect("sign").serial_hex)
+        .collect();
+    std::thread::scope(|scope| {
+        for serial in &serials {
+            let path = dir.path();
+            scope.spawn(move || {
+                // Each thread plays a separate `antaca ca revoke` process.
+                Ca::load(path)
+                    .expect("load")
+                    .revoke(serial)
+                    .expect("revoke");
+            });
+        }
+    });
+    let fresh = Ca::load(dir.path()).expect("load");
+    for serial in &serials {
+        assert!(fresh.is_revoked(serial), "{serial} lost");
+    }
+}
