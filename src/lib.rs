@@ -1,6 +1,7 @@
 //! Antaca: a card issuer's authorization engine.
 pub mod app;
 pub mod authz;
+pub mod ca;
 pub mod calendar;
 pub mod client;
 pub mod engine;
@@ -17,3 +18,4 @@ pub mod protocol;
 pub mod secrets;
 pub mod server;
 pub mod store;
+pub mod trusted_identity;

@@ -2,6 +2,7 @@
 //! No business logic lives here.
 
 use antaca::app::{self, BoxError, ServeOptions};
+use antaca::ca::Ca;
 use antaca::engine::{now_ms, EngineConfig};
 use antaca::framing::LengthHeader;
 use antaca::portfolio::{self, Portfolio};
@@ -38,6 +39,50 @@ enum Commands {
         data: PathBuf,
         /// Portfolio JSON file.
         file: PathBuf,
+    },
+    /// Manage the partner certificate authority (mutual TLS, trusted identities).
+    #[command(subcommand)]
+    Ca(CaCommand),
+}
+
+#[derive(Subcommand)]
+enum CaCommand {
+    /// Create the CA and the /secure listener's certificate under DATA/ca/.
+    Init {
+        /// Data directory.
+        #[arg(long, default_value = "./antaca-data")]
+        data: PathBuf,
+    },
+    /// Issue a partner client certificate for a card program from its CSR.
+    Sign {
+        /// Data directory.
+        #[arg(long, default_value = "./antaca-data")]
+        data: PathBuf,
+        /// The partner's certificate signing request (PEM).
+        #[arg(long)]
+        csr: PathBuf,
+        /// The card program the certificate is for.
+        #[arg(long)]
+        program: String,
+        /// Where to write the certificate (PEM); must not exist yet.
+        #[arg(long)]
+        out: PathBuf,
+        /// Lifetime in days.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+    },
+    /// Revoke a partner certificate by serial or by certificate file; a running server sees it at once.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["serial", "cert"])))]
+    Revoke {
+        /// Data directory.
+        #[arg(long, default_value = "./antaca-data")]
+        data: PathBuf,
+        /// Serial number in hex (as printed by `ca sign`).
+        #[arg(long)]
+        serial: Option<String>,
+        /// The certificate file (PEM).
+        #[arg(long)]
+        cert: Option<PathBuf>,
     },
 }
 
@@ -158,6 +203,7 @@ fn main() -> ExitCode {
         Commands::Send(args) => send(args),
         Commands::Admin(AdminCommand::Add { data, login, role }) => add_admin(&data, &login, role),
         Commands::Import { data, file } => import(&data, &file),
+        Commands::Ca(command) => ca(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -198,6 +244,49 @@ fn add_admin(data: &Path, login: &str, role: antaca::http::sessions::Role) -> Re
         "administrator {login} ({role:?}) created in {}",
         data.display()
     );
+    Ok(())
+}
+
+fn ca(command: CaCommand) -> Result<(), BoxError> {
+    let read =
+        |path: &Path| std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()));
+    match command {
+        CaCommand::Init { data } => {
+            let ca = Ca::init(&data)?;
+            println!("{}", ca.ca_cert_path().display());
+        }
+        CaCommand::Sign {
+            data,
+            csr,
+            program,
+            out,
+            days,
+        } => {
+            let ca = Ca::load(&data)?;
+            let issued = ca.sign_csr(&read(&csr)?, &program, days)?;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&out)
+                .map_err(|e| format!("{}: {e}", out.display()))?;
+            use std::io::Write;
+            file.write_all(issued.cert_pem.as_bytes())
+                .map_err(|e| format!("{}: {e}", out.display()))?;
+            println!("{}", issued.serial_hex);
+        }
+        CaCommand::Revoke { data, serial, cert } => {
+            let ca = Ca::load(&data)?;
+            let serial = match (serial, cert) {
+                (Some(serial), _) => {
+                    ca.revoke(&serial)?;
+                    serial
+                }
+                (None, Some(cert)) => ca.revoke_cert_pem(&read(&cert)?)?,
+                (None, None) => return Err("give --serial or --cert".into()),
+            };
+            println!("revoked {serial}");
+        }
+    }
     Ok(())
 }
 

@@ -7,6 +7,7 @@ pub mod api;
 pub mod ekyc;
 pub mod routes;
 pub mod sessions;
+pub mod tls;
 
 use crate::engine::EngineHandle;
 use bytes::Bytes;
