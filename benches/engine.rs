@@ -136,6 +136,7 @@ fn run(connections: usize, inflight: usize, seconds: u64) {
         data: dir.path().join("data"),
         iso_listen: "127.0.0.1:0".into(),
         http_listen: "127.0.0.1:0".into(),
+        secure_listen: Some("127.0.0.1:0".into()),
         portfolio: Some(portfolio_path),
         ..ServeOptions::default()
     })

@@ -30,6 +30,8 @@ pub struct ServeOptions {
     pub iso_listen: String,
     /// HTTP listen address.
     pub http_listen: String,
+    /// TLS listen address of the partner channel (`/secure`); `None` serves no TLS listener.
+    pub secure_listen: Option<String>,
     /// Built-in spec name or spec file path.
     pub spec: String,
     /// Portfolio to import into the empty store; `None` loads the demo into an empty store.
@@ -54,6 +56,7 @@ impl Default for ServeOptions {
             data: PathBuf::from("./antaca-data"),
             iso_listen: "127.0.0.1:8583".into(),
             http_listen: "127.0.0.1:8080".into(),
+            secure_listen: Some("127.0.0.1:8443".into()),
             spec: "iso87ascii".into(),
             portfolio: None,
             iso: IsoConfig::default(),
@@ -84,6 +87,8 @@ pub struct Running {
     pub iso_addr: SocketAddr,
     /// Where HTTP is served.
     pub http_addr: SocketAddr,
+    /// Where the partner channel is served over TLS.
+    pub secure_addr: Option<SocketAddr>,
     engine: Option<EngineHandle>,
     /// What `serve` prints at start: listen addresses and demo cards.
     pub banner: String,
@@ -170,11 +175,39 @@ pub fn start_with<S: Store>(
     http_listener.set_nonblocking(true)?;
     let iso_addr = iso_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
+    // Our CA signs partner certificates and the TLS listener's own; created on first start.
+    let ca = Arc::new(
+        crate::ca::Ca::load_or_init(&options.data)
+            .map_err(|e| format!("certificate authority: {e}"))?,
+    );
+    let secure = match &options.secure_listen {
+        Some(addr) => {
+            let listener = std::net::TcpListener::bind(addr)
+                .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            listener.set_nonblocking(true)?;
+            let config = ca
+                .server_tls_config()
+                .map_err(|e| format!("TLS listener: {e}"))?;
+            Some((listener, config))
+        }
+        None => None,
+    };
+    let secure_addr = match &secure {
+        Some((listener, _)) => Some(listener.local_addr()?),
+        None => None,
+    };
     banner.push_str(&format!(
-        "ISO 8583 listening on {iso_addr} (spec {}, {:?} length header)\nHTTP listening on http://{http_addr}\n{cards}",
+        "ISO 8583 listening on {iso_addr} (spec {}, {:?} length header)\nHTTP listening on http://{http_addr}\n",
         spec.name(),
         options.iso.header
     ));
+    if let Some(addr) = secure_addr {
+        banner.push_str(&format!(
+            "partner channel (/secure, TLS with client certificates) on https://{addr}; CA certificate {}\n",
+            ca.ca_cert_path().display()
+        ));
+    }
+    banner.push_str(&cards);
 
     let shutdown = CancellationToken::new();
     let profile = Profile::for_spec(&spec);
@@ -189,6 +222,7 @@ pub fn start_with<S: Store>(
     let http_context = Arc::new(crate::http::HttpContext::new(
         handle.clone(),
         options.http.clone(),
+        Some(ca.clone()),
     ));
     let network_shutdown = shutdown.clone();
     let sweep_interval = options.sweep_interval;
@@ -216,6 +250,32 @@ pub fn start_with<S: Store>(
                     context,
                     network_shutdown.clone(),
                 ));
+                let secure_task = match secure {
+                    Some((listener, config)) => match tokio::net::TcpListener::from_std(listener) {
+                        Ok(listener) => {
+                            let ctx = http_context.clone();
+                            let handler =
+                                move |request, identity: Arc<crate::ca::PartnerIdentity>| {
+                                    crate::http::handle(
+                                        ctx.clone(),
+                                        request,
+                                        Some(identity.program.clone()),
+                                    )
+                                };
+                            Some(tokio::spawn(crate::http::tls::serve_tls(
+                                listener,
+                                config,
+                                network_shutdown.clone(),
+                                handler,
+                            )))
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "secure listener");
+                            None
+                        }
+                    },
+                    None => None,
+                };
                 let http = tokio::spawn(crate::http::serve(
                     http_listener,
                     http_context,
@@ -240,6 +300,9 @@ pub fn start_with<S: Store>(
                 }
                 let _ = iso.await;
                 let _ = http.await;
+                if let Some(secure) = secure_task {
+                    let _ = secure.await;
+                }
                 if let Some(notifier) = notifier {
                     let _ = notifier.await;
                 }
@@ -248,6 +311,7 @@ pub fn start_with<S: Store>(
     Ok(Running {
         iso_addr,
         http_addr,
+        secure_addr,
         engine: Some(handle),
         banner,
         shutdown,

@@ -97,6 +97,9 @@ struct ServeArgs {
     /// HTTP listen address (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:8080")]
     http_listen: String,
+    /// TLS listen address of the partner channel (/secure, client certificates from our CA).
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    secure_listen: String,
     /// ISO 8583 dialect: a built-in spec name or a path to a spec JSON file.
     #[arg(long, default_value = "iso87ascii")]
     spec: String,
@@ -360,6 +363,7 @@ fn serve(args: ServeArgs) -> Result<(), BoxError> {
         data: args.data,
         iso_listen: args.iso_listen,
         http_listen: args.http_listen,
+        secure_listen: Some(args.secure_listen),
         spec: args.spec,
         portfolio: args.portfolio,
         iso: IsoConfig {

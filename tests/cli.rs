@@ -36,6 +36,8 @@ fn serve_loads_the_demo_prints_masked_cards_answers_and_stops_on_sigterm() {
             "127.0.0.1:0",
             "--http-listen",
             "127.0.0.1:0",
+            "--secure-listen",
+            "127.0.0.1:0",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -183,6 +185,8 @@ fn import_loads_an_empty_store_once_and_refuses_bad_files() {
             "--iso-listen",
             "127.0.0.1:0",
             "--http-listen",
+            "127.0.0.1:0",
+            "--secure-listen",
             "127.0.0.1:0",
             "--portfolio",
         ])

@@ -552,6 +552,7 @@ fn ascii_length_header_is_an_option() {
         data: dir.path().to_path_buf(),
         iso_listen: "127.0.0.1:0".into(),
         http_listen: "127.0.0.1:0".into(),
+        secure_listen: Some("127.0.0.1:0".into()),
         portfolio: Some(fixture("test-portfolio.json")),
         ..Default::default()
     };

@@ -89,11 +89,21 @@ pub struct HttpContext {
     pub header_timeout: Duration,
     /// The route table.
     pub routes: Vec<routes::Route>,
+    /// Our CA: checks trusted identities (and partner certificates on the TLS listener).
+    pub ca: Option<Arc<crate::ca::Ca>>,
+    /// Trusted-identity `jti`s already used.
+    pub jtis: crate::trusted_identity::JtiCache,
+    /// Oldest `iat` a trusted identity may carry, in seconds.
+    pub identity_max_age_secs: u64,
 }
 
 impl HttpContext {
-    /// A context over the engine with these settings.
-    pub fn new(engine: EngineHandle, config: HttpConfig) -> HttpContext {
+    /// A context over the engine with these settings and the CA.
+    pub fn new(
+        engine: EngineHandle,
+        config: HttpConfig,
+        ca: Option<Arc<crate::ca::Ca>>,
+    ) -> HttpContext {
         HttpContext {
             engine,
             sessions: sessions::Sessions::new(config.customer_session, config.admin_session),
@@ -103,6 +113,9 @@ impl HttpContext {
             body_timeout: config.body_timeout,
             header_timeout: config.header_timeout,
             routes: routes::routes(),
+            ca,
+            jtis: crate::trusted_identity::JtiCache::default(),
+            identity_max_age_secs: crate::trusted_identity::MAX_AGE_SECS_DEFAULT,
         }
     }
 }

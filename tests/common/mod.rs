@@ -120,6 +120,7 @@ pub fn options_for(dir: &Path, spec: &str, portfolio: Option<PathBuf>) -> ServeO
         data: dir.to_path_buf(),
         iso_listen: "127.0.0.1:0".into(),
         http_listen: "127.0.0.1:0".into(),
+        secure_listen: Some("127.0.0.1:0".into()),
         spec: spec.into(),
         portfolio,
         ..ServeOptions::default()
