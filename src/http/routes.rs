@@ -130,6 +130,7 @@ pub fn routes() -> Vec<Route> {
         // The cardholder's app.
         route!(POST "/customers/me/devices", Public, pair_device),
         route!(POST "/customers/me/sessions", Public, start_customer_session),
+        route!(POST "/customers/me/sessions/trusted", Public, trusted_session),
         route!(DELETE "/customers/me/session", Customer, end_session),
         route!(GET "/customers/me", Customer, me),
         route!(POST "/customers/me/register", Customer, me_register),
@@ -550,6 +551,68 @@ async fn start_customer_session(
     };
     let (token, expires) = ctx.sessions.start(subject, now_ms());
     created(&serde_json::json!({ "sessionToken": token, "expiresAt": manage::rfc3339(expires) }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrustedRequest {
+    token: String,
+}
+
+/// Starts an app session from a partner backend's signed trusted identity
+/// (JWS RS256, x5c chain from our CA, userId/iat/jti, short-lived, single-use).
+async fn trusted_session(ctx: Arc<HttpContext>, call: Call) -> Result<HttpResponse, ApiError> {
+    let body: TrustedRequest = parse_json(&call.headers, &call.body)?;
+    let Some(ca) = ctx.ca.clone() else {
+        return Err(ApiError::not_found(
+            "TRUSTED_IDENTITY_NOT_CONFIGURED",
+            "no certificate authority is configured",
+        ));
+    };
+    let now = now_ms();
+    let ctx_for_check = ctx.clone();
+    // Signature checks and the revocation file read are blocking work.
+    let verified = tokio::task::spawn_blocking(move || {
+        crate::trusted_identity::verify(
+            &body.token,
+            &ca,
+            &ctx_for_check.jtis,
+            now / 1000,
+            ctx_for_check.identity_max_age_secs,
+        )
+    })
+    .await
+    .map_err(|_| {
+        ApiError::unauthorized(
+            "TRUSTED_IDENTITY_MALFORMED",
+            "the token could not be checked",
+        )
+    })?
+    .map_err(|e| ApiError::unauthorized(e.code(), e.to_string()))?;
+    let user = verified.user_id.clone();
+    let program = verified.program.clone();
+    let found = inspect(&ctx, move |state| {
+        manage::customer(state, &user, Some(&program)).map(|u| u.program.clone())
+    })
+    .await;
+    // A partner vouches only for its own program's customers.
+    let program = found.map_err(|_| {
+        ApiError::unauthorized(
+            "TRUSTED_IDENTITY_UNKNOWN_USER",
+            "the partner has no such customer",
+        )
+    })?;
+    let subject = Subject::Customer {
+        user: verified.user_id.clone(),
+        program,
+        installation: None,
+    };
+    let (token, expires) = ctx.sessions.start(subject, now);
+    created(&serde_json::json!({
+        "customerId": verified.user_id,
+        "sessionToken": token,
+        "expiresAt": manage::rfc3339(expires),
+    }))
 }
 
 async fn end_session(ctx: Arc<HttpContext>, call: Call) -> Result<HttpResponse, ApiError> {
