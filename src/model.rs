@@ -29,6 +29,17 @@ pub struct Program {
     pub funding: Funding,
     /// The partner credit or deposit balance of a `partner_*` program.
     pub partner_balance: Option<String>,
+    /// Registered in Mastercard's Digital First: virtual cards may be printed.
+    #[serde(default)]
+    pub digital_first: bool,
+    /// How long new cards are valid, in months.
+    #[serde(default = "default_card_validity_months")]
+    pub card_validity_months: u32,
+}
+
+/// Cards are valid 3 years unless the program says otherwise.
+pub fn default_card_validity_months() -> u32 {
+    36
 }
 
 /// Who a balance belongs to.
@@ -144,6 +155,23 @@ pub struct Card {
     pub pin_hash: Option<String>,
     /// Wrong PINs in a row.
     pub pin_tries: u8,
+    /// The PAN, sealed with AES-256-GCM under the vault key (cards issued by Antaca).
+    #[serde(default)]
+    pub pan_sealed: Option<String>,
+    /// False for a physical card until the personalisation centre confirms it;
+    /// until then it is not linked to its customer and cannot be activated.
+    #[serde(default = "linked_by_default")]
+    pub linked: bool,
+    /// When the card was created (ms since epoch).
+    #[serde(default)]
+    pub created_ms: u64,
+    /// When it was activated (ms since epoch).
+    #[serde(default)]
+    pub activated_ms: Option<u64>,
+}
+
+fn linked_by_default() -> bool {
+    true
 }
 
 /// An external account: the other side of a posting that leaves our balances.

@@ -50,6 +50,12 @@ pub struct ProgramRecord {
     /// Partner balance of a partner_* program.
     #[serde(default)]
     pub partner_balance: Option<String>,
+    /// Registered in Digital First (virtual cards may be printed); default false.
+    #[serde(default)]
+    pub digital_first: bool,
+    /// Validity of new cards in months; default 36.
+    #[serde(default)]
+    pub card_validity_months: Option<u32>,
 }
 
 /// Kind of a partner balance.
@@ -267,6 +273,11 @@ fn check(p: &Portfolio, secrets: &CardSecrets) -> Result<Checked, ImportError> {
         if !(6..=8).contains(&r.bin.len()) || !all_digits(&r.bin) {
             return refuse(name, "bin must be 6 to 8 digits");
         }
+        if r.card_validity_months
+            .is_some_and(|m| !(1..=120).contains(&m))
+        {
+            return refuse(name, "card_validity_months must be 1 to 120");
+        }
         match (r.funding, &r.partner_balance) {
             (Funding::UserBalance, Some(_)) => {
                 return refuse(name, "a user_balance program names no partner_balance")
@@ -448,6 +459,10 @@ fn check(p: &Portfolio, secrets: &CardSecrets) -> Result<Checked, ImportError> {
                     .as_ref()
                     .map(|c| secrets.pin_hash(&r.id, c.as_bytes())),
                 pin_tries: 0,
+                pan_sealed: None,
+                linked: true,
+                created_ms: 0,
+                activated_ms: None,
             },
             hash,
         ));
@@ -461,6 +476,10 @@ fn check(p: &Portfolio, secrets: &CardSecrets) -> Result<Checked, ImportError> {
             currency: r.currency.clone(),
             funding: r.funding,
             partner_balance: r.partner_balance.clone(),
+            digital_first: r.digital_first,
+            card_validity_months: r
+                .card_validity_months
+                .unwrap_or_else(crate::model::default_card_validity_months),
         })
         .collect();
     let users = p

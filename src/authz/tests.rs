@@ -22,6 +22,10 @@ fn card() -> Card {
         cvv2_hash: None,
         pin_hash: None,
         pin_tries: 0,
+        pan_sealed: None,
+        linked: true,
+        created_ms: 0,
+        activated_ms: None,
     }
 }
 
