@@ -254,13 +254,28 @@ pub fn start_with<S: Store>(
                     Some((listener, config)) => match tokio::net::TcpListener::from_std(listener) {
                         Ok(listener) => {
                             let ctx = http_context.clone();
+                            let ca = ca.clone();
                             let handler =
                                 move |request, identity: Arc<crate::ca::PartnerIdentity>| {
-                                    crate::http::handle(
-                                        ctx.clone(),
-                                        request,
-                                        Some(identity.program.clone()),
-                                    )
+                                    let ctx = ctx.clone();
+                                    // Checked on every request too: a certificate revoked while its
+                                    // connection stays open is refused from the next request on.
+                                    let revoked = ca.is_revoked(&identity.serial_hex);
+                                    async move {
+                                        if revoked {
+                                            return crate::http::api::ApiError::forbidden(
+                                                "CERTIFICATE_REVOKED",
+                                                "this client certificate has been revoked",
+                                            )
+                                            .response();
+                                        }
+                                        crate::http::handle(
+                                            ctx,
+                                            request,
+                                            Some(identity.program.clone()),
+                                        )
+                                        .await
+                                    }
                                 };
                             Some(tokio::spawn(crate::http::tls::serve_tls(
                                 listener,

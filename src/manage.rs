@@ -269,9 +269,9 @@ pub struct BalanceView {
     /// Held by authorizations, decimal string.
     pub held: String,
     /// Ledger in minor units.
-    pub ledger_minor: i64,
+    pub ledger_minor: Option<i64>,
     /// Available in minor units.
-    pub available_minor: i64,
+    pub available_minor: Option<i64>,
     /// Low-level notification threshold (partner balances), decimal string.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub low_level: Option<String>,
@@ -308,7 +308,7 @@ pub fn balance_view(state: &State, balance: &Balance) -> BalanceView {
         BalanceOwner::PartnerDeposit(p) => ("PARTNER_DEPOSIT", p.clone()),
     };
     let currency = Currency::from_alpha(&balance.currency);
-    let minor = |d: Decimal| currency.and_then(|c| c.to_minor(d)).unwrap_or(0);
+    let minor = |d: Decimal| currency.and_then(|c| c.to_minor(d));
     let mut cards: Vec<CardView> = state
         .cards
         .values()
@@ -501,6 +501,9 @@ pub const DOCUMENT_TYPES: [&str; 3] = ["image/jpeg", "image/png", "application/p
 /// Largest KYC document, in bytes.
 pub const DOCUMENT_MAX_BYTES: usize = 5 * 1024 * 1024;
 
+/// Most documents in one KYC case.
+pub const DOCUMENTS_PER_CASE_MAX: usize = 10;
+
 /// Adds a document to a customer's KYC case (creating a manual case if none).
 #[allow(clippy::too_many_arguments)]
 pub fn add_document(
@@ -558,6 +561,12 @@ pub fn add_document(
         return Err(ManageError::conflict(
             "KYC_ALREADY_ACCEPTED",
             "the customer's KYC is already accepted",
+        ));
+    }
+    if case.documents.len() >= DOCUMENTS_PER_CASE_MAX {
+        return Err(ManageError::conflict(
+            "TOO_MANY_DOCUMENTS",
+            format!("a KYC case holds at most {DOCUMENTS_PER_CASE_MAX} documents"),
         ));
     }
     use sha2::Digest;
@@ -664,6 +673,14 @@ pub fn decide_kyc(
             return Err(ManageError::conflict(
                 "KYC_NOT_IN_PROGRESS",
                 "no automatic KYC is waiting for this reference",
+            ))
+        }
+        // A partner sets the result of its own KYC only; it cannot overrule a
+        // manual or automatic case that Antaca runs or has decided.
+        (Decider::Partner, Some(case)) if case.mode != KycMode::External && case.status != KycStatus::None => {
+            return Err(ManageError::conflict(
+                "KYC_DECIDED_ELSEWHERE",
+                "this customer's KYC is run by Antaca (manual or automatic); the partner cannot set it",
             ))
         }
         (Decider::Partner, _) => {}
@@ -843,6 +860,14 @@ pub fn reload(
         .ok_or_else(|| {
             ManageError::invalid("INVALID_AMOUNT", "the amount does not fit the currency")
         })?;
+    if currency.to_minor(balance.ledger() + amount).is_none()
+        || currency.to_minor(balance.available + amount).is_none()
+    {
+        return Err(ManageError::invalid(
+            "AMOUNT_TOO_LARGE",
+            "the balance would exceed what the engine can hold",
+        ));
+    }
     // From here the reload succeeds.
     let id = changes.next_txn_id(state);
     balance.available += amount;

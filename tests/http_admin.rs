@@ -82,6 +82,18 @@ fn repeated_wrong_passwords_lock_the_login() {
             (401, "INVALID_CREDENTIALS".to_string())
         );
     }
+    // While locked, a wrong password looks like any wrong password; only the right one learns of the lock.
+    let wrong = http_json(
+        addr,
+        "POST",
+        "/admin/login",
+        None,
+        json!({"login": "mark", "password": "still wrong!!"}),
+    );
+    assert_eq!(
+        (wrong.status, wrong.code()),
+        (401, "INVALID_CREDENTIALS".to_string())
+    );
     let locked = http_json(
         addr,
         "POST",
@@ -135,10 +147,21 @@ fn bad_input_gets_a_4xx_with_a_code() {
             addr,
             "POST",
             path,
-            &[("Authorization", auth.as_str())],
+            &[("Authorization", auth.as_str()), ("Idempotency-Key", path)],
             body,
         )
     };
+    let no_key = http(
+        addr,
+        "POST",
+        "/admin/balances/b-ok/reload",
+        &[("Authorization", auth.as_str())],
+        br#"{"amount": "1.00", "currency": "EUR"}"#,
+    );
+    assert_eq!(
+        (no_key.status, no_key.code()),
+        (400, "IDEMPOTENCY_KEY_REQUIRED".to_string())
+    );
     let cases: Vec<(HttpReply, u16, &str)> = vec![
         (
             post("/admin/balances/b-ok/reload", b"{\"amount\": "),
@@ -591,12 +614,17 @@ fn partner_balances_and_the_summary() {
         "{}",
         String::from_utf8_lossy(&created.body)
     );
-    let reload = http_json(
+    let reload = http(
         addr,
         "POST",
         "/admin/partner-balances/pc-2/reload",
-        Some(&alice),
-        json!({"amount": "250.00", "currency": "EUR"}),
+        &[
+            ("Authorization", &format!("Bearer {alice}")),
+            ("Idempotency-Key", "top-up-1"),
+        ],
+        json!({"amount": "250.00", "currency": "EUR"})
+            .to_string()
+            .as_bytes(),
     );
     assert_eq!(reload.json()["available"], "250.00");
     let got = http_json(

@@ -848,3 +848,175 @@ fn a_partner_balance_falling_below_its_level_is_mailed_to_the_partner() {
         .is_some_and(|s| s.contains("pc") && s.contains("10.00")));
     assert!(!mails[0].data.contains("53552300"), "no card data in mails");
 }
+
+#[test]
+fn a_partner_cannot_overrule_antacas_kyc_and_documents_are_bounded() {
+    let server = Server::start(|_| {});
+    server.test.add_admin("mark", PASSWORD, Role::Manager);
+    let acme = onboard(&server.ca, "eur");
+    assert_eq!(
+        secure_json(
+            &server,
+            &acme,
+            "POST",
+            "/secure/customers",
+            json!({"id": "k-1"})
+        )
+        .status,
+        201
+    );
+    let started = secure_json(
+        &server,
+        &acme,
+        "POST",
+        "/secure/customers/k-1/register",
+        json!({"data": {"name": "Lin"}}),
+    );
+    assert_eq!(started.status, 202);
+    let overrule = secure_json(
+        &server,
+        &acme,
+        "PUT",
+        "/secure/customers/k-1/kyc",
+        json!({"status": "ACCEPTED"}),
+    );
+    assert_eq!(
+        (overrule.status, overrule.code()),
+        (409, "KYC_DECIDED_ELSEWHERE".to_string())
+    );
+    // Ten documents at most per case; an administrator's upload may be large.
+    let mark = server.test.admin_token("mark", PASSWORD);
+    let auth = format!("Bearer {mark}");
+    let mut big = vec![0u8; 3 * 1024 * 1024];
+    big[..5].copy_from_slice(b"%PDF-");
+    let first = http(
+        server.http(),
+        "PUT",
+        "/admin/kyc/k-1/documents/passport",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/pdf"),
+        ],
+        &big,
+    );
+    assert_eq!(
+        first.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&first.body)
+    );
+    for i in 1..10 {
+        let r = http(
+            server.http(),
+            "PUT",
+            &format!("/admin/kyc/k-1/documents/page{i}"),
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/pdf"),
+            ],
+            b"%PDF-1.7",
+        );
+        assert_eq!(r.status, 201);
+    }
+    let eleventh = http(
+        server.http(),
+        "PUT",
+        "/admin/kyc/k-1/documents/extra",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/pdf"),
+        ],
+        b"%PDF-1.7",
+    );
+    assert_eq!(
+        (eleventh.status, eleventh.code()),
+        (409, "TOO_MANY_DOCUMENTS".to_string())
+    );
+    // Documents are served as attachments, never rendered.
+    let doc_id = first.json()["id"].as_str().expect("id").to_string();
+    let served = http(
+        server.http(),
+        "GET",
+        &format!("/admin/kyc/k-1/documents/{doc_id}"),
+        &[("Authorization", &auth)],
+        b"",
+    );
+    assert_eq!(
+        (
+            served.header("x-content-type-options"),
+            served.header("content-disposition")
+        ),
+        (Some("nosniff"), Some("attachment"))
+    );
+    // An unknown path never reads a large body.
+    let unknown = http(
+        server.http(),
+        "POST",
+        "/nothing/kyc/documents/x",
+        &[],
+        &vec![b'x'; 100_000],
+    );
+    assert_eq!(unknown.status, 404);
+}
+
+#[test]
+fn a_certificate_revoked_mid_connection_is_refused_on_its_next_request() {
+    let server = Server::start(|_| {});
+    let acme = onboard(&server.ca, "eur");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(server.ca.ca_cert_der()))
+        .expect("root");
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            vec![CertificateDer::from(der(&acme.cert_pem))],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(acme.key_der.clone())),
+        )
+        .expect("client cert");
+    let connection = rustls::ClientConnection::new(
+        Arc::new(config),
+        ServerName::try_from("localhost").expect("name"),
+    )
+    .expect("tls");
+    let tcp = std::net::TcpStream::connect(server.secure_addr()).expect("connect");
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("timeout");
+    let mut tls = rustls::StreamOwned::new(connection, tcp);
+    let mut ask =
+        |tls: &mut rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>| -> u16 {
+            tls.write_all(b"GET /secure/customers/u-ok HTTP/1.1\r\nHost: antaca\r\n\r\n")
+                .expect("write");
+            let mut raw = Vec::new();
+            let mut byte = [0u8; 1];
+            while !raw.ends_with(b"\r\n\r\n") {
+                tls.read_exact(&mut byte).expect("read");
+                raw.push(byte[0]);
+            }
+            let head = String::from_utf8_lossy(&raw).to_string();
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap_or(0))
+                })
+                .unwrap_or(0);
+            let mut body = vec![0u8; length];
+            tls.read_exact(&mut body).expect("body");
+            head.split(' ')
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0)
+        };
+    assert_eq!(ask(&mut tls), 200);
+    server.ca.revoke(&acme.serial).expect("revoke");
+    assert_eq!(
+        ask(&mut tls),
+        403,
+        "the open connection's next request is refused"
+    );
+}

@@ -90,13 +90,17 @@ pub async fn callback(
                 });
             }
             let accepted = decision.decision == KycDecision::Approved;
+            let reason = match decision.reason.filter(|r| !r.trim().is_empty()) {
+                None if !accepted => Some("rejected by the eKYC provider".to_string()),
+                reason => reason,
+            };
             manage::decide_kyc(
                 state,
                 changes,
                 &user,
                 None,
                 accepted,
-                decision.reason,
+                reason,
                 Decider::Provider,
                 now,
             )

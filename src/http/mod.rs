@@ -11,11 +11,11 @@ pub mod tls;
 
 use crate::engine::EngineHandle;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -25,6 +25,9 @@ use tokio_util::sync::CancellationToken;
 
 /// The OpenAPI document of the HTTP plane (served at `/openapi.json`).
 pub const OPENAPI: &str = include_str!("../../specs/openapi.json");
+
+/// Most HTTP connections at once on the plain listener; more wait in the backlog.
+pub const CONNECTIONS_MAX: usize = 1024;
 
 /// When repeated wrong passwords lock an administrator's login, and for how long.
 #[derive(Clone, Copy, Debug)]
@@ -120,54 +123,28 @@ impl HttpContext {
     }
 }
 
-/// Reads the body within its size limit and time, then dispatches.
-/// `partner` is the program of the verified client certificate (TLS listener).
+/// Dispatches one request. `partner` is the program of the verified client
+/// certificate (TLS listener).
 pub async fn handle(
     ctx: Arc<HttpContext>,
     request: Request<Incoming>,
     partner: Option<String>,
 ) -> Response<Full<Bytes>> {
-    let (parts, body) = request.into_parts();
-    let limit = routes::body_limit(parts.uri.path());
-    let collected =
-        tokio::time::timeout(ctx.body_timeout, Limited::new(body, limit).collect()).await;
-    let body = match collected {
-        Ok(Ok(collected)) => collected.to_bytes(),
-        Ok(Err(_)) => {
-            return api::ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "PAYLOAD_TOO_LARGE",
-                format!("the body is larger than {limit} bytes or was cut off"),
-            )
-            .response()
-        }
-        Err(_) => {
-            return api::ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "REQUEST_TIMEOUT",
-                "the body took too long",
-            )
-            .response()
-        }
-    };
-    let path = parts.uri.path().to_string();
-    let query = parts.uri.query().map(str::to_string);
-    routes::dispatch(
-        ctx,
-        parts.method,
-        &path,
-        query.as_deref(),
-        parts.headers,
-        body,
-        partner.as_deref(),
-    )
-    .await
+    routes::dispatch(ctx, request, partner.as_deref()).await
 }
 
 /// Serves the plain HTTP/1.1 listener (app and admin channels) until `shutdown`.
 pub async fn serve(listener: TcpListener, ctx: Arc<HttpContext>, shutdown: CancellationToken) {
     let mut tasks = tokio::task::JoinSet::new();
+    let permits = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS_MAX));
     loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
         let (socket, _) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
@@ -182,6 +159,7 @@ pub async fn serve(listener: TcpListener, ctx: Arc<HttpContext>, shutdown: Cance
         let ctx = ctx.clone();
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
+            let _permit = permit;
             let header_timeout = ctx.header_timeout;
             let service = service_fn(move |request| {
                 let ctx = ctx.clone();

@@ -267,18 +267,18 @@ fn authenticate(
     }
 }
 
-/// Routes one request: finds the route, authenticates, runs the handler.
-/// `partner` is the program of a verified client certificate (TLS listener only);
-/// on that listener only partner routes are served, on the plain one only the others.
+/// Routes one request: finds the route, authenticates the caller, only then
+/// reads the body (within the route's size limit and the body timeout), and
+/// runs the handler. `partner` is the program of a verified client certificate
+/// (TLS listener only); on that listener only partner routes are served, on
+/// the plain one only the others.
 pub async fn dispatch(
     ctx: Arc<HttpContext>,
-    method: Method,
-    path: &str,
-    query: Option<&str>,
-    headers: HeaderMap,
-    body: Bytes,
+    request: hyper::Request<hyper::body::Incoming>,
     partner: Option<&str>,
 ) -> HttpResponse {
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path();
     let mut path_matched = false;
     for route in ctx.routes.iter() {
         let Some(params) = match_path(route.pattern, path) else {
@@ -289,20 +289,24 @@ pub async fn dispatch(
             continue;
         }
         path_matched = true;
-        if route.method != method {
+        if route.method != parts.method {
             continue;
         }
-        let who = match authenticate(&ctx, route.access, &headers, partner) {
+        let who = match authenticate(&ctx, route.access, &parts.headers, partner) {
             Ok(who) => who,
+            Err(e) => return e.response(),
+        };
+        let body = match read_body(&ctx, body, body_limit(route.pattern)).await {
+            Ok(body) => body,
             Err(e) => return e.response(),
         };
         let call = Call {
             params,
-            query: api::query_params(query),
-            headers,
+            query: api::query_params(parts.uri.query()),
+            headers: parts.headers,
             body,
             who,
-            method,
+            method: parts.method,
             path: path.to_string(),
         };
         return match (route.handler)(ctx.clone(), call).await {
@@ -322,9 +326,36 @@ pub async fn dispatch(
     }
 }
 
-/// The largest body a route accepts: documents are bigger than JSON.
-pub fn body_limit(path: &str) -> usize {
-    if path.contains("/kyc/documents/") {
+/// Reads a whole body within `limit` bytes and the body timeout.
+async fn read_body(
+    ctx: &HttpContext,
+    body: hyper::body::Incoming,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    use http_body_util::BodyExt;
+    let collected = tokio::time::timeout(
+        ctx.body_timeout,
+        http_body_util::Limited::new(body, limit).collect(),
+    )
+    .await;
+    match collected {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(_)) => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+            format!("the body is larger than {limit} bytes or was cut off"),
+        )),
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "REQUEST_TIMEOUT",
+            "the body took too long",
+        )),
+    }
+}
+
+/// The largest body a route accepts: document uploads are bigger than JSON.
+pub fn body_limit(pattern: &str) -> usize {
+    if pattern.ends_with("/documents/{kind}") {
         manage::DOCUMENT_MAX_BYTES + 1024
     } else {
         64 * 1024
@@ -393,7 +424,7 @@ async fn health(ctx: Arc<HttpContext>, _call: Call) -> Result<HttpResponse, ApiE
     )
     .await;
     match alive {
-        Ok(Ok(cards)) => ok(&serde_json::json!({ "status": "ok", "cards": cards })),
+        Ok(Ok(_)) => ok(&serde_json::json!({ "status": "ok" })),
         _ => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "ENGINE_UNAVAILABLE",
@@ -640,29 +671,34 @@ async fn admin_login(ctx: Arc<HttpContext>, call: Call) -> Result<HttpResponse, 
     let admin: Option<Administrator> =
         inspect(&ctx, move |state| Ok(state.record(&lookup))).await?;
     let invalid = || ApiError::unauthorized("INVALID_CREDENTIALS", "wrong login or password");
+    // Unknown logins cost a real check too, so their absence does not show in the time.
+    let hash = admin.as_ref().map_or_else(
+        || sessions::dummy_hash().to_string(),
+        |a| a.password_hash.clone(),
+    );
+    let password = body.password;
+    let good = tokio::task::spawn_blocking(move || sessions::verify_password(&password, &hash))
+        .await
+        .unwrap_or(false);
     let Some(admin) = admin else {
-        // Spend the same time as a real check, so logins cannot be probed by timing.
-        let _ =
-            tokio::task::spawn_blocking(|| sessions::verify_password("x", sessions::dummy_hash()))
-                .await;
         return Err(invalid());
     };
     let now = now_ms();
     if admin.locked_until_ms > now {
-        return Err(ApiError::new(
-            StatusCode::LOCKED,
-            "LOGIN_LOCKED",
-            format!(
-                "too many wrong passwords; try again after {}",
-                manage::rfc3339(admin.locked_until_ms)
-            ),
-        ));
+        // Only the right password learns of the lock: a wrong one looks like any wrong one.
+        return Err(if good {
+            ApiError::new(
+                StatusCode::LOCKED,
+                "LOGIN_LOCKED",
+                format!(
+                    "too many wrong passwords; try again after {}",
+                    manage::rfc3339(admin.locked_until_ms)
+                ),
+            )
+        } else {
+            invalid()
+        });
     }
-    let password = body.password;
-    let hash = admin.password_hash.clone();
-    let good = tokio::task::spawn_blocking(move || sessions::verify_password(&password, &hash))
-        .await
-        .unwrap_or(false);
     let policy = ctx.login_policy;
     let login = admin.login.clone();
     let locked = apply(&ctx, move |state, changes, now| {
@@ -1038,6 +1074,16 @@ async fn get_document(ctx: Arc<HttpContext>, call: Call) -> Result<HttpResponse,
             .headers_mut()
             .insert(hyper::header::CONTENT_TYPE, value);
     }
+    // Uploaded by customers: never let a browser render it in the panel's origin.
+    let headers = response.headers_mut();
+    headers.insert(
+        "x-content-type-options",
+        hyper::header::HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        hyper::header::CONTENT_DISPOSITION,
+        hyper::header::HeaderValue::from_static("attachment"),
+    );
     Ok(response)
 }
 
@@ -1160,23 +1206,28 @@ async fn reload(
 ) -> Result<HttpResponse, ApiError> {
     let (balance, user, program) = balance_scope(&call)?;
     let body: ReloadRequest = parse_json(&call.headers, &call.body)?;
-    let idempotency = idempotency_key(&call)?;
+    let idempotency = idempotency_key(&call)?.ok_or_else(|| {
+        ApiError::bad_request(
+            "IDEMPOTENCY_KEY_REQUIRED",
+            "a reload moves money: send an Idempotency-Key header",
+        )
+    })?;
+    // The request as understood, not its bytes: key order and "25.0" vs "25.00" do not matter.
     let fingerprint = {
         use sha2::Digest;
-        hex::encode(sha2::Sha256::digest(
-            [
-                call.method.as_str().as_bytes(),
-                b" ",
-                call.path.as_bytes(),
-                b"\n",
-                &call.body,
-            ]
-            .concat(),
-        ))
+        let amount = body
+            .amount
+            .parse::<rust_decimal::Decimal>()
+            .map(|d| d.normalize().to_string())
+            .unwrap_or_else(|_| body.amount.clone());
+        hex::encode(sha2::Sha256::digest(format!(
+            "{} {}\n{amount}\n{}",
+            call.method, call.path, body.currency
+        )))
     };
     let scope = actor(&call);
     let (status, value) = apply(&ctx, move |state, changes, now| {
-        let record_key = idempotency.map(|key| format!("idem/{scope}/{key}"));
+        let record_key = Some(format!("idem/{scope}/{idempotency}"));
         if let Some(key) = &record_key {
             if let Some(stored) = state.record::<StoredAnswer>(key) {
                 if stored.fingerprint != fingerprint {
