@@ -69,7 +69,13 @@ pub async fn callback(
         header("x-kyc-timestamp"),
         now_secs,
     )
-    .map_err(|e| ApiError::unauthorized(e.code(), e.to_string()))?;
+    .map_err(|e| match e {
+        // Signed correctly but unreadable: the request is bad, not its sender.
+        kyc_provider::CallbackError::InvalidPayload(_) => {
+            ApiError::bad_request(e.code(), e.to_string())
+        }
+        _ => ApiError::unauthorized(e.code(), e.to_string()),
+    })?;
     let case = ctx
         .engine
         .apply(move |state, changes, now| {

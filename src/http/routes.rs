@@ -279,7 +279,7 @@ pub async fn dispatch(
 ) -> HttpResponse {
     let (parts, body) = request.into_parts();
     let path = parts.uri.path();
-    let mut path_matched = false;
+    let mut allowed: Vec<&str> = Vec::new();
     for route in ctx.routes.iter() {
         let Some(params) = match_path(route.pattern, path) else {
             continue;
@@ -288,7 +288,7 @@ pub async fn dispatch(
         if !on_this_listener && partner.is_some() {
             continue;
         }
-        path_matched = true;
+        allowed.push(route.method.as_str());
         if route.method != parts.method {
             continue;
         }
@@ -314,16 +314,19 @@ pub async fn dispatch(
             Err(e) => e.response(),
         };
     }
-    if path_matched {
-        ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "METHOD_NOT_ALLOWED",
-            "this path does not take this method",
-        )
-        .response()
-    } else {
-        ApiError::not_found("NOT_FOUND", "no such endpoint").response()
+    if allowed.is_empty() {
+        return ApiError::not_found("NOT_FOUND", "no such endpoint").response();
     }
+    let mut response = ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "METHOD_NOT_ALLOWED",
+        format!("this path takes {}", allowed.join(", ")),
+    )
+    .response();
+    if let Ok(value) = hyper::header::HeaderValue::from_str(&allowed.join(", ")) {
+        response.headers_mut().insert(hyper::header::ALLOW, value);
+    }
+    response
 }
 
 /// Reads a whole body within `limit` bytes and the body timeout.
@@ -619,7 +622,13 @@ async fn trusted_session(ctx: Arc<HttpContext>, call: Call) -> Result<HttpRespon
             "the token could not be checked",
         )
     })?
-    .map_err(|e| ApiError::unauthorized(e.code(), e.to_string()))?;
+    .map_err(|e| match e {
+        // Not the token's fault: the replay cache is full of live entries; retry shortly.
+        crate::trusted_identity::IdentityError::ReplayCacheFull => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.code(), e.to_string())
+        }
+        _ => ApiError::unauthorized(e.code(), e.to_string()),
+    })?;
     let user = verified.user_id.clone();
     let program = verified.program.clone();
     let found = inspect(&ctx, move |state| {
@@ -627,7 +636,10 @@ async fn trusted_session(ctx: Arc<HttpContext>, call: Call) -> Result<HttpRespon
     })
     .await;
     // A partner vouches only for its own program's customers.
-    let program = found.map_err(|_| {
+    let program = found.map_err(|e| {
+        if e.status == StatusCode::SERVICE_UNAVAILABLE {
+            return e;
+        }
         ApiError::unauthorized(
             "TRUSTED_IDENTITY_UNKNOWN_USER",
             "the partner has no such customer",
