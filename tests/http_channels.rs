@@ -986,7 +986,7 @@ fn a_certificate_revoked_mid_connection_is_refused_on_its_next_request() {
     tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))
         .expect("timeout");
     let mut tls = rustls::StreamOwned::new(connection, tcp);
-    let mut ask =
+    let ask =
         |tls: &mut rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>| -> u16 {
             tls.write_all(b"GET /secure/customers/u-ok HTTP/1.1\r\nHost: antaca\r\n\r\n")
                 .expect("write");
