@@ -13,6 +13,7 @@ pub mod manage;
 pub mod model;
 pub mod money;
 pub mod notify;
+pub mod pinblock;
 pub mod portfolio;
 pub mod protocol;
 pub mod secrets;
