@@ -76,6 +76,16 @@ impl CardSecrets {
         mac.finalize().into_bytes().into()
     }
 
+    /// A 32-byte subkey: HMAC-SHA256(data key, `label`), so that new uses need no new key file.
+    pub(crate) fn derive_key(&self, label: &[u8]) -> [u8; 32] {
+        let mut mac = match HmacSha256::new_from_slice(&self.key) {
+            Ok(mac) => mac,
+            Err(_) => unreachable!("HMAC accepts keys of any length"),
+        };
+        mac.update(label);
+        mac.finalize().into_bytes().into()
+    }
+
     /// The keyed hash a PAN is found by.
     pub fn pan_hash(&self, pan: &[u8]) -> [u8; 32] {
         self.mac(b"pan", &[pan])
