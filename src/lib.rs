@@ -9,6 +9,7 @@ pub mod engine;
 pub mod framing;
 pub mod http;
 pub mod iso8583;
+pub mod jwe;
 pub mod kyc_provider;
 pub mod manage;
 pub mod model;
