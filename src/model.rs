@@ -168,6 +168,11 @@ pub struct Card {
     /// When it was activated (ms since epoch).
     #[serde(default)]
     pub activated_ms: Option<u64>,
+    /// For cards whose CVV2 Antaca derives (the CVV method under the card
+    /// verification key): the generation, raised by each CVV reset. `None`:
+    /// the CVV2 came from outside and only its keyed hash (`cvv2_hash`) is kept.
+    #[serde(default)]
+    pub cvv_generation: Option<u32>,
 }
 
 fn linked_by_default() -> bool {

@@ -463,6 +463,7 @@ fn check(p: &Portfolio, secrets: &CardSecrets) -> Result<Checked, ImportError> {
                 linked: true,
                 created_ms: 0,
                 activated_ms: None,
+                cvv_generation: None,
             },
             hash,
         ));

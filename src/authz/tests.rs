@@ -26,6 +26,7 @@ fn card() -> Card {
         linked: true,
         created_ms: 0,
         activated_ms: None,
+        cvv_generation: None,
     }
 }
 
