@@ -17,6 +17,11 @@ pub fn date_of_ms(ms: u64) -> Date {
     civil_from_days(days)
 }
 
+/// The date `days` days after 1970-01-01.
+pub fn civil_date(days: i64) -> Date {
+    civil_from_days(days)
+}
+
 /// Howard Hinnant's `civil_from_days`: days since 1970-01-01 to a date.
 fn civil_from_days(days: i64) -> Date {
     let z = days + 719_468;

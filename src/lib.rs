@@ -3,6 +3,7 @@ pub mod app;
 pub mod authz;
 pub mod ca;
 pub mod calendar;
+pub mod cards;
 pub mod client;
 pub mod cvv;
 pub mod engine;
