@@ -209,6 +209,9 @@ pub fn start_with<S: Store>(
     }
     banner.push_str(&cards);
 
+    let jwe_keys = crate::jwe::ServerKeys::load_or_create(&options.data)
+        .map_err(|e| format!("JWE keys: {e}"))?;
+    let card_secrets = secrets.clone();
     let shutdown = CancellationToken::new();
     let profile = Profile::for_spec(&spec);
     let context = Arc::new(IsoContext {
@@ -219,11 +222,11 @@ pub fn start_with<S: Store>(
         engine: handle.clone(),
     });
     let network_handle = handle.clone();
-    let http_context = Arc::new(crate::http::HttpContext::new(
-        handle.clone(),
-        options.http.clone(),
-        Some(ca.clone()),
-    ));
+    let mut http_context =
+        crate::http::HttpContext::new(handle.clone(), options.http.clone(), Some(ca.clone()));
+    http_context.jwe = Some(Arc::new(jwe_keys));
+    http_context.card_keys = Some(crate::cards::CardKeys::new(card_secrets));
+    let http_context = Arc::new(http_context);
     let network_shutdown = shutdown.clone();
     let sweep_interval = options.sweep_interval;
     let smtp = options.smtp.clone();

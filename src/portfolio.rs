@@ -439,6 +439,7 @@ fn check(p: &Portfolio, secrets: &CardSecrets) -> Result<Checked, ImportError> {
             }
         }
         let hash = secrets.pan_hash(pan);
+        let vault = crate::vault::Vault::from_secrets(secrets);
         cards.push((
             Card {
                 id: r.id.clone(),
@@ -459,7 +460,7 @@ fn check(p: &Portfolio, secrets: &CardSecrets) -> Result<Checked, ImportError> {
                     .as_ref()
                     .map(|c| secrets.pin_hash(&r.id, c.as_bytes())),
                 pin_tries: 0,
-                pan_sealed: None,
+                pan_sealed: Some(vault.seal_pan(&r.id, pan)),
                 linked: true,
                 created_ms: 0,
                 activated_ms: None,

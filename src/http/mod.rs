@@ -4,6 +4,7 @@
 //! change goes through the engine's writer, so the next authorization sees it.
 
 pub mod api;
+pub mod card_routes;
 pub mod ekyc;
 pub mod routes;
 pub mod sessions;
@@ -98,6 +99,10 @@ pub struct HttpContext {
     pub jtis: crate::trusted_identity::JtiCache,
     /// Oldest `iat` a trusted identity may carry, in seconds.
     pub identity_max_age_secs: u64,
+    /// Our JWE key pair (sensitive requests and responses).
+    pub jwe: Option<Arc<crate::jwe::ServerKeys>>,
+    /// Keyed hashes, the PAN vault and the CVK for card operations.
+    pub card_keys: Option<crate::cards::CardKeys>,
 }
 
 impl HttpContext {
@@ -119,6 +124,8 @@ impl HttpContext {
             ca,
             jtis: crate::trusted_identity::JtiCache::default(),
             identity_max_age_secs: crate::trusted_identity::MAX_AGE_SECS_DEFAULT,
+            jwe: None,
+            card_keys: None,
         }
     }
 }

@@ -4,8 +4,9 @@
 
 use super::api::{self, bearer, created, no_content, ok, parse_json, ApiError, HttpResponse};
 use super::sessions::{self, Administrator, Installation, Role, SessionError, Subject};
-use super::HttpContext;
+use super::{card_routes, HttpContext};
 use crate::engine::now_ms;
+use crate::jwe::{self, Encryption};
 use crate::manage::{self, Decider, HistoryFilter, KycMode, ManageError};
 use bytes::Bytes;
 use hyper::header::HeaderMap;
@@ -107,15 +108,21 @@ pub struct Route {
     pub access: Access,
     /// The handler.
     pub handler: Handler,
+    /// Whether the request and 2xx response travel as JWE (the seed's tables).
+    pub encryption: Encryption,
 }
 
 macro_rules! route {
-    ($method:ident $pattern:literal, $access:expr, $handler:ident) => {
+    ($method:ident $pattern:literal, $access:expr, $handler:path) => {
+        route!($method $pattern, $access, $handler, Encryption::None)
+    };
+    ($method:ident $pattern:literal, $access:expr, $handler:path, $encryption:expr) => {
         Route {
             method: Method::$method,
             pattern: $pattern,
             access: $access,
             handler: |ctx, call| Box::pin($handler(ctx, call)),
+            encryption: $encryption,
         }
     };
 }
@@ -174,6 +181,45 @@ pub fn routes() -> Vec<Route> {
         route!(GET "/admin/partner-balances/{balanceId}", Admin(ANY_ROLE), get_partner_balance),
         route!(POST "/admin/partner-balances/{balanceId}/reload", Admin(MANAGERS), reload_partner_balance),
         route!(GET "/admin/summary", Admin(ANY_ROLE), summary),
+        // Cards, and the JWE public keys (the seed's tables say which travel as JWE).
+        route!(GET "/customers/me/public_key", Public, card_routes::public_key),
+        route!(GET "/customers/me/cards", Customer, card_routes::list),
+        route!(POST "/customers/me/cards/virtual", Customer, card_routes::create_virtual, Encryption::Required),
+        route!(POST "/customers/me/cards/virtual/async", Customer, card_routes::create_virtual_async),
+        route!(GET "/customers/me/cards/operations/{operationId}", Customer, card_routes::operation),
+        route!(POST "/customers/me/cards/physical", Customer, card_routes::order_physical, Encryption::Required),
+        route!(GET "/customers/me/cards/{cardId}", Customer, card_routes::full_data, Encryption::Required),
+        route!(POST "/customers/me/cards/{cardId}/print", Customer, card_routes::print, Encryption::Required),
+        route!(POST "/customers/me/cards/{cardId}/activate", Customer, card_routes::activate),
+        route!(POST "/customers/me/cards/{cardId}/lock", Customer, card_routes::lock),
+        route!(POST "/customers/me/cards/{cardId}/unlock", Customer, card_routes::unlock),
+        route!(DELETE "/customers/me/cards/{cardId}", Customer, card_routes::remove),
+        route!(POST "/customers/me/cards/{cardId}/cvv", Customer, card_routes::reset_cvv, Encryption::Required),
+        route!(POST "/customers/me/cards/{cardId}/pin", Customer, card_routes::set_pin, Encryption::Required),
+        route!(GET "/secure/public_key", Partner, card_routes::public_key),
+        route!(GET "/secure/customers/{customerId}/cards", Partner, card_routes::list),
+        route!(POST "/secure/customers/{customerId}/cards/virtual", Partner, card_routes::create_virtual, Encryption::Required),
+        route!(POST "/secure/customers/{customerId}/cards/virtual/async", Partner, card_routes::create_virtual_async),
+        route!(GET "/secure/customers/{customerId}/cards/operations/{operationId}", Partner, card_routes::operation),
+        route!(POST "/secure/customers/{customerId}/cards/physical", Partner, card_routes::order_physical, Encryption::Required),
+        route!(GET "/secure/customers/{customerId}/cards/{cardId}", Partner, card_routes::full_data, Encryption::Required),
+        route!(POST "/secure/customers/{customerId}/cards/{cardId}/print", Partner, card_routes::print, Encryption::Required),
+        route!(POST "/secure/customers/{customerId}/cards/{cardId}/activate", Partner, card_routes::activate),
+        route!(POST "/secure/customers/{customerId}/cards/{cardId}/lock", Partner, card_routes::lock),
+        route!(POST "/secure/customers/{customerId}/cards/{cardId}/unlock", Partner, card_routes::unlock),
+        route!(POST "/secure/external/locks", Partner, card_routes::external_lock),
+        route!(GET "/admin/public_key", Public, card_routes::public_key),
+        route!(GET "/admin/customers/{customerId}/cards", Admin(ANY_ROLE), card_routes::list),
+        route!(POST "/admin/customers/{customerId}/cards/virtual", Admin(MANAGERS), card_routes::create_virtual, Encryption::Required),
+        route!(POST "/admin/customers/{customerId}/cards/physical", Admin(ANY_ROLE), card_routes::order_physical, Encryption::Required),
+        route!(GET "/admin/cards/{cardId}", Admin(ANY_ROLE), card_routes::get_masked),
+        route!(POST "/admin/cards/{cardId}/print", Admin(ANY_ROLE), card_routes::print, Encryption::Required),
+        route!(POST "/admin/cards/{cardId}/activate", Admin(ANY_ROLE), card_routes::activate),
+        route!(POST "/admin/cards/{cardId}/lock", Admin(MANAGERS), card_routes::lock),
+        route!(POST "/admin/cards/{cardId}/unlock", Admin(MANAGERS), card_routes::unlock),
+        route!(DELETE "/admin/cards/{cardId}", Admin(MANAGERS), card_routes::remove),
+        route!(POST "/admin/cards/{cardId}/cvv", Admin(ANY_ROLE), card_routes::reset_cvv, Encryption::Required),
+        route!(POST "/admin/cards/{cardId}/personalised", Admin(MANAGERS), card_routes::personalised),
     ]
 }
 
@@ -300,6 +346,10 @@ pub async fn dispatch(
             Ok(body) => body,
             Err(e) => return e.response(),
         };
+        let (envelope, body) = match open_envelope(&ctx, route.encryption, &parts.headers, body) {
+            Ok(opened) => opened,
+            Err(response) => return response,
+        };
         let call = Call {
             params,
             query: api::query_params(parts.uri.query()),
@@ -309,9 +359,13 @@ pub async fn dispatch(
             method: parts.method,
             path: path.to_string(),
         };
-        return match (route.handler)(ctx.clone(), call).await {
+        let response = match (route.handler)(ctx.clone(), call).await {
             Ok(response) => response,
             Err(e) => e.response(),
+        };
+        return match envelope {
+            Some(request) => seal(&request, response).await,
+            None => response,
         };
     }
     if allowed.is_empty() {
@@ -327,6 +381,66 @@ pub async fn dispatch(
         response.headers_mut().insert(hyper::header::ALLOW, value);
     }
     response
+}
+
+/// Opens a JWE request on a route that takes encryption: the plain body for
+/// the handler, and how to answer. Errors are the seed's codes, plain.
+fn open_envelope(
+    ctx: &HttpContext,
+    policy: Encryption,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<(Option<jwe::JweRequest>, Bytes), HttpResponse> {
+    if policy == Encryption::None {
+        return Ok((None, body));
+    }
+    let Some(keys) = &ctx.jwe else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ENCRYPTION_UNAVAILABLE",
+            "no JWE key is configured",
+        )
+        .response());
+    };
+    match jwe::open_request(keys, headers, &body, policy) {
+        Ok((request, plain)) => Ok((Some(request), Bytes::from(plain))),
+        Err(e) => Err(jwe_error(&e)),
+    }
+}
+
+fn jwe_error(e: &jwe::JweError) -> HttpResponse {
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+    let mut response = hyper::Response::new(http_body_util::Full::new(Bytes::from(e.body())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// Encrypts a 2xx answer (not 204) to the client's key when its request was encrypted.
+async fn seal(request: &jwe::JweRequest, response: HttpResponse) -> HttpResponse {
+    use http_body_util::BodyExt;
+    if !request.encrypted {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let bytes = match body.collect().await {
+        Ok(collected) => collected.to_bytes().to_vec(),
+        Err(never) => match never {},
+    };
+    match jwe::seal_response(request, parts.status.as_u16(), bytes) {
+        Ok(sealed) => {
+            parts.headers.insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("application/json"),
+            );
+            parts.headers.remove(hyper::header::CONTENT_LENGTH);
+            hyper::Response::from_parts(parts, http_body_util::Full::new(Bytes::from(sealed)))
+        }
+        Err(e) => jwe_error(&e),
+    }
 }
 
 /// Reads a whole body within `limit` bytes and the body timeout.
