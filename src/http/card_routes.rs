@@ -189,11 +189,19 @@ fn scope_for(call: &Call) -> Result<Scope, ApiError> {
 
 /// The state of an asynchronous card operation.
 pub async fn operation(ctx: Arc<HttpContext>, call: Call) -> Result<HttpResponse, ApiError> {
-    let (customer, _) = scope(&call)?;
+    let (customer, scope) = scope(&call)?;
     let id = call.params.get("operationId").cloned().unwrap_or_default();
     let found: Option<CardOperation> = ctx
         .engine
-        .inspect(move |state| state.record(&operation_key(&id)))
+        .inspect(move |state| {
+            // The operation's customer must be one the caller may see (its program's).
+            state
+                .record::<CardOperation>(&operation_key(&id))
+                .filter(|op| {
+                    crate::manage::customer(state, &op.customer_id, scope.program.as_deref())
+                        .is_ok()
+                })
+        })
         .await
         .map_err(|_| ApiError::from(crate::engine::ApplyError::Stopped))?;
     match found {
@@ -289,35 +297,29 @@ macro_rules! card_action {
 card_action!(
     activate,
     "Activates a linked physical card.",
-    |state, changes, keys, id, scope, now, call| {
-        cards::activate(state, changes, &id, &scope, now)
-    }
+    |state, changes, keys, id, scope, now, call| cards::activate(state, changes, &id, &scope, now)
 );
 card_action!(
     unlock,
     "Unlocks a card (not for reasons 1, 2, 5, 8).",
-    |state, changes, keys, id, scope, now, call| { cards::unlock(state, changes, &id, &scope) }
+    |state, changes, keys, id, scope, now, call| cards::unlock(state, changes, &id, &scope)
 );
 card_action!(
     print,
     "Prints a virtual card as a Digital First plastic.",
-    |state, changes, keys, id, scope, now, call| {
-        cards::print_virtual(state, changes, &id, &scope)
-    }
+    |state, changes, keys, id, scope, now, call| cards::print_virtual(state, changes, &id, &scope)
 );
 card_action!(
     reset_cvv,
     "A new CVV2 (JWE answer).",
-    |state, changes, keys, id, scope, now, call| {
-        cards::reset_cvv(state, changes, &keys, &id, &scope)
-    }
+    |state, changes, keys, id, scope, now, call| cards::reset_cvv(
+        state, changes, &keys, &id, &scope
+    )
 );
 card_action!(
     personalised,
     "The personalisation centre confirmed the card: link it.",
-    |state, changes, keys, id, scope, now, call| {
-        cards::confirm_personalised(state, changes, &id)
-    }
+    |state, changes, keys, id, scope, now, call| cards::confirm_personalised(state, changes, &id)
 );
 
 #[derive(Deserialize)]

@@ -2,6 +2,8 @@
 //! in a temporary directory, and talk ISO 8583 to it over TCP.
 #![allow(dead_code)]
 
+pub mod partner;
+
 use antaca::app::{self, Running, ServeOptions};
 use antaca::iso8583::{Message, Spec};
 use bytes::{Bytes, BytesMut};
