@@ -213,6 +213,7 @@ fn expiry_after(now: u64, months: u32) -> String {
 /// Issues a card of `card_type` on a customer's balance: a new PAN from the
 /// program's BIN (never one in use or used before), sealed; expiry per program;
 /// a derived CVV2. Returns the card and its full data.
+#[allow(clippy::too_many_arguments)]
 fn issue(
     state: &mut State,
     changes: &mut Changes,

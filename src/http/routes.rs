@@ -385,6 +385,7 @@ pub async fn dispatch(
 
 /// Opens a JWE request on a route that takes encryption: the plain body for
 /// the handler, and how to answer. Errors are the seed's codes, plain.
+#[allow(clippy::result_large_err)]
 fn open_envelope(
     ctx: &HttpContext,
     policy: Encryption,
