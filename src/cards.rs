@@ -436,13 +436,13 @@ pub fn lock(
     scope: &Scope,
     reason: u8,
 ) -> Result<CardView, ManageError> {
-    let mut card = card(state, id, scope)?.clone();
     if lock_reason(reason).is_none() {
         return Err(ManageError::Invalid {
             code: "INVALID_LOCK_REASON",
             message: "the reason is 1 to 8".into(),
         });
     }
+    let mut card = card(state, id, scope)?.clone();
     if card.state == CardState::Removed {
         return Err(conflict("CARD_REMOVED", "the card was removed"));
     }
@@ -469,6 +469,9 @@ pub fn unlock(
     scope: &Scope,
 ) -> Result<CardView, ManageError> {
     let mut card = card(state, id, scope)?.clone();
+    if card.state == CardState::Removed {
+        return Err(conflict("CARD_REMOVED", "the card was removed"));
+    }
     let Some(current) = card.lock.and_then(lock_reason) else {
         return Err(conflict("NOT_LOCKED", "the card is not locked"));
     };
