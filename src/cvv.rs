@@ -181,12 +181,29 @@ mod tests {
 
     #[test]
     fn cvv_method_published_vector() {
-        // The classic CVV vector (e.g. in the IBM CCA and Thales documentation):
-        // PAN 4123456789012345, expiry 8701, service code 101,
-        // CVK A 0123456789ABCDEF, CVK B FEDCBA9876543210 → CVV 561.
+        // The classic CVV test data (CVK A 0123456789ABCDEF, CVK B
+        // FEDCBA9876543210), as published with the CVV method, e.g. the
+        // China UnionPay-era card specification tables reproduced on
+        // fsou.com/bbs.pfan.cn, and a worked example (service code 111 → 856).
         let mut cvk = [0u8; 16];
         hex::decode_to_slice("0123456789ABCDEFFEDCBA9876543210", &mut cvk).expect("hex");
-        assert_eq!(cvv_of(&cvk, b"4123456789012345", b"8701", b"101"), "561");
+        for (pan, expiry, service, cvv) in [
+            ("4123456789012", "8701", "101", "370"),
+            ("4999988887777", "9105", "111", "649"),
+            ("4666655554444", "9206", "120", "821"),
+            ("4333322221111", "9307", "141", "697"),
+            ("4123456789012345", "8701", "101", "561"),
+            ("4999988887777000", "9105", "111", "245"),
+            ("4666655554444111", "9206", "120", "664"),
+            ("4333322221111222", "9307", "141", "382"),
+            ("4123456789012345", "8701", "111", "856"),
+        ] {
+            assert_eq!(
+                cvv_of(&cvk, pan.as_bytes(), expiry.as_bytes(), service.as_bytes()),
+                cvv,
+                "{pan} {expiry} {service}"
+            );
+        }
         // The same card with generation 101 folds in as that service code.
         assert_eq!(derive_cvv2(&cvk, b"4123456789012345", "8701", 101), "561");
         assert_eq!(derive_cvv2(&cvk, b"4123456789012345", "8701", 1101), "561");
