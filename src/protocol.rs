@@ -401,22 +401,34 @@ fn required<T>(value: Option<T>, field: usize) -> Result<T, ParseError> {
     value.ok_or(missing(field))
 }
 
+/// Subelements that do not follow the `tag(2) length(2) value` layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MalformedTlv;
+
+impl std::fmt::Display for MalformedTlv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("malformed TLV subelements")
+    }
+}
+
+impl std::error::Error for MalformedTlv {}
+
 /// Finds subelement `tag` in a field of `tag(2) length(2) value` subelements
 /// (Mastercard DE48 style; a leading alphabetic transaction category code is
 /// skipped). `Err` when the subelements are malformed.
-pub fn tlv_find<'a>(data: &'a [u8], tag: &[u8]) -> Result<Option<&'a [u8]>, ()> {
+pub fn tlv_find<'a>(data: &'a [u8], tag: &[u8]) -> Result<Option<&'a [u8]>, MalformedTlv> {
     let mut rest = match data.first() {
         Some(b) if b.is_ascii_alphabetic() => &data[1..],
         _ => data,
     };
     let mut found = None;
     while !rest.is_empty() {
-        let head = rest.get(..4).ok_or(())?;
+        let head = rest.get(..4).ok_or(MalformedTlv)?;
         if !head.iter().all(u8::is_ascii_digit) {
-            return Err(());
+            return Err(MalformedTlv);
         }
         let len = usize::from((head[2] - b'0') * 10 + (head[3] - b'0'));
-        let value = rest.get(4..4 + len).ok_or(())?;
+        let value = rest.get(4..4 + len).ok_or(MalformedTlv)?;
         if found.is_none() && &head[..2] == tag {
             found = Some(value);
         }
@@ -431,10 +443,12 @@ fn subelement<'a>(
 ) -> Result<Option<&'a [u8]>, ParseError> {
     match msg.get(location.field) {
         None => Ok(None),
-        Some(data) => tlv_find(data, location.tag.as_bytes()).map_err(|()| ParseError::Format {
-            field: location.field,
-            reason: "malformed TLV subelements",
-        }),
+        Some(data) => {
+            tlv_find(data, location.tag.as_bytes()).map_err(|MalformedTlv| ParseError::Format {
+                field: location.field,
+                reason: "malformed TLV subelements",
+            })
+        }
     }
 }
 
@@ -790,4 +804,143 @@ pub fn additional_amount(
         sign,
         minor.unsigned_abs()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tlv_finds_subelements_and_rejects_malformed_ones() {
+        assert_eq!(tlv_find(b"9203123", b"92"), Ok(Some(&b"123"[..])));
+        assert_eq!(tlv_find(b"10020A9204123490", b"92"), Err(MalformedTlv));
+        assert_eq!(tlv_find(b"10020A92041234", b"92"), Ok(Some(&b"1234"[..])));
+        assert_eq!(tlv_find(b"100201", b"92"), Ok(None));
+        assert_eq!(tlv_find(b"", b"92"), Ok(None));
+        assert_eq!(tlv_find(b"9000", b"90"), Ok(Some(&b""[..])));
+        // A leading transaction category code (Mastercard DE48) is skipped.
+        assert_eq!(tlv_find(b"R9203123", b"92"), Ok(Some(&b"123"[..])));
+        // The first occurrence wins.
+        assert_eq!(tlv_find(b"92031119203222", b"92"), Ok(Some(&b"111"[..])));
+        for bad in [
+            &b"9"[..],
+            b"920",
+            b"9203",
+            b"920312",
+            b"92X3123",
+            b"9203123 ",
+            b"RR9203123",
+            b"92031231",
+        ] {
+            assert_eq!(tlv_find(bad, b"92"), Err(MalformedTlv), "{bad:?}");
+        }
+    }
+
+    fn message(mti: &[u8; 4]) -> Message {
+        let mut m = Message::new(*mti);
+        m.set(2, "5355220000000012".to_string());
+        m.set(3, "000000".to_string());
+        m.set(4, "000000000100".to_string());
+        m.set(7, "1125120000".to_string());
+        m.set(11, "000001".to_string());
+        m.set(49, "978".to_string());
+        m
+    }
+
+    fn profile() -> Profile {
+        Profile {
+            dialect: Dialect::Iso87,
+        }
+    }
+
+    #[test]
+    fn pin_block_and_cvv2_are_read_and_redacted() {
+        let secrets = CardSecrets::from_key([1u8; 32]);
+        let zpk = ZonePinKey::from_hex("0123456789ABCDEFFEDCBA9876543210").expect("zpk");
+        let options = ParseOptions {
+            zpk: Some(zpk.clone()),
+            ..ParseOptions::default()
+        };
+        let mut m = message(b"0100");
+        let block = zpk
+            .encrypt_pin_block("4821", b"5355220000000012")
+            .expect("block");
+        m.set(52, Bytes::copy_from_slice(&block));
+        m.set(48, "9203987".to_string());
+        let r = parse_with(&m, profile(), &secrets, &options).expect("parse");
+        assert_eq!(r.pin.as_ref().map(Pin::as_bytes), Some(&b"4821"[..]));
+        assert!(!r.pin_invalid && !r.pin_unverifiable);
+        assert_eq!(r.cvv2.as_ref().map(Cvv2::digits), Some("987"));
+        let debug = format!("{r:?}");
+        for secret in ["4821", "987", "5355220000000012"] {
+            assert!(!debug.contains(secret), "{secret} in {debug}");
+        }
+        // A garbage block is a wrong PIN, not a format error.
+        m.set(52, Bytes::from_static(&[0x55; 8]));
+        let r = parse_with(&m, profile(), &secrets, &options).expect("parse");
+        assert!(r.pin.is_none() && r.pin_invalid);
+        // Without a ZPK the PIN cannot be verified.
+        let r = parse(&m, profile(), &secrets).expect("parse");
+        assert!(r.pin.is_none() && r.pin_unverifiable && !r.pin_invalid);
+        // Malformed subelements and a malformed CVV2 are format errors on field 48.
+        for bad in ["92031", "9202AB", "92051234X", "920212"] {
+            m.set(48, bad.to_string());
+            assert!(
+                matches!(
+                    parse(&m, profile(), &secrets),
+                    Err(ParseError::Format { field: 48, .. })
+                ),
+                "{bad}"
+            );
+        }
+        // Field 48 without tag 92: no CVV2.
+        m.set(48, "10021A".to_string());
+        assert!(parse(&m, profile(), &secrets)
+            .expect("parse")
+            .cvv2
+            .is_none());
+    }
+
+    #[test]
+    fn file_update_add_delete_and_reason() {
+        let secrets = CardSecrets::from_key([1u8; 32]);
+        let mut m = message(b"0302");
+        m.set(91, "1".to_string());
+        m.set(101, "EXCEPTIONS".to_string());
+        m.set(48, "9002071001X".to_string());
+        let r = parse(&m, profile(), &secrets).expect("parse");
+        assert_eq!(r.class, MessageClass::FileUpdate);
+        assert_eq!(r.file_action, Some(FileAction::Add { reason: 7 }));
+        for bad in ["900209", "900200", "90017", "9002A1"] {
+            m.set(48, bad.to_string());
+            assert!(
+                matches!(
+                    parse(&m, profile(), &secrets),
+                    Err(ParseError::Format { field: 48, .. })
+                ),
+                "{bad}"
+            );
+        }
+        m.remove(48);
+        assert!(matches!(
+            parse(&m, profile(), &secrets),
+            Err(ParseError::Format { field: 48, .. })
+        ));
+        m.set(91, "3".to_string());
+        let r = parse(&m, profile(), &secrets).expect("parse");
+        assert_eq!(r.file_action, Some(FileAction::Delete));
+        m.set(91, "5".to_string());
+        assert_eq!(
+            parse(&m, profile(), &secrets).expect("parse").file_action,
+            Some(FileAction::Other)
+        );
+        m.remove(91);
+        assert!(matches!(
+            parse(&m, profile(), &secrets),
+            Err(ParseError::Format { field: 91, .. })
+        ));
+        // The response MTI and the echoed fields.
+        assert_eq!(response_mti(*b"0302"), *b"0312");
+        assert_eq!(response_mti(*b"1302"), *b"1312");
+    }
 }

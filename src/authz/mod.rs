@@ -352,11 +352,20 @@ fn card_checks(card: &Card, request: &Request, now_ms: u64) -> Option<Outcome> {
     None
 }
 
+/// A card's PIN tries after a PIN check, and the lock it brings (reason 6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PinTries {
+    /// Wrong PINs in a row, this one included (0 after a right PIN).
+    pub tries: u8,
+    /// `Some(6)` when this wrong PIN locks the card.
+    pub lock: Option<u8>,
+}
+
 /// What the PIN check of a request does to the card's PIN tries, once the
 /// checks before it passed: a wrong PIN counts one more (the
 /// [`PIN_TRIES_MAX`]th also locks with reason 6), a right one resets the
 /// count. `None` when nothing changes. Pure, like [`decide`].
-pub fn pin_tries_after(card: &Card, request: &Request, now_ms: u64) -> Option<(u8, Option<u8>)> {
+pub fn pin_tries_after(card: &Card, request: &Request, now_ms: u64) -> Option<PinTries> {
     if request.operation == Operation::Forced || request.pin_unverifiable {
         return None;
     }
@@ -365,10 +374,16 @@ pub fn pin_tries_after(card: &Card, request: &Request, now_ms: u64) -> Option<(u
         return None;
     }
     if pin_ok {
-        return (card.pin_tries != 0).then_some((0, None));
+        return (card.pin_tries != 0).then_some(PinTries {
+            tries: 0,
+            lock: None,
+        });
     }
     let tries = card.pin_tries.saturating_add(1);
-    Some((tries, (tries >= PIN_TRIES_MAX).then_some(6)))
+    Some(PinTries {
+        tries,
+        lock: (tries >= PIN_TRIES_MAX).then_some(6),
+    })
 }
 
 /// Expired: the terminal's expiry (field 14) differs from the card's, or the

@@ -317,21 +317,45 @@ fn third_wrong_pin_locks_and_right_pin_resets() {
     let mut r = hold(100);
     r.pin_ok = Some(false);
     let mut c = card();
-    assert_eq!(pin_tries_after(&c, &r, NOW), Some((1, None)));
+    assert_eq!(
+        pin_tries_after(&c, &r, NOW),
+        Some(PinTries {
+            tries: 1,
+            lock: None
+        })
+    );
     c.pin_tries = 1;
     assert_eq!(
         decide(Some(&c), &[&b], &r, NOW),
         Decision::Decline(Outcome::IncorrectPin)
     );
-    assert_eq!(pin_tries_after(&c, &r, NOW), Some((2, None)));
+    assert_eq!(
+        pin_tries_after(&c, &r, NOW),
+        Some(PinTries {
+            tries: 2,
+            lock: None
+        })
+    );
     c.pin_tries = 2;
     assert_eq!(
         decide(Some(&c), &[&b], &r, NOW),
         Decision::Decline(Outcome::Locked(6))
     );
-    assert_eq!(pin_tries_after(&c, &r, NOW), Some((3, Some(6))));
+    assert_eq!(
+        pin_tries_after(&c, &r, NOW),
+        Some(PinTries {
+            tries: 3,
+            lock: Some(6)
+        })
+    );
     r.pin_ok = Some(true);
-    assert_eq!(pin_tries_after(&c, &r, NOW), Some((0, None)));
+    assert_eq!(
+        pin_tries_after(&c, &r, NOW),
+        Some(PinTries {
+            tries: 0,
+            lock: None
+        })
+    );
     c.pin_tries = 0;
     assert_eq!(pin_tries_after(&c, &r, NOW), None, "nothing to reset");
     // Not reached: a locked card, a wrong CVV2, a forced operation.

@@ -543,7 +543,7 @@ impl<S: Store> Engine<S> {
         request: &AuthRequest,
         operation: Operation,
         now: u64,
-    ) -> (Decision, Vec<Leg>, Option<(u8, Option<u8>)>) {
+    ) -> (Decision, Vec<Leg>, Option<authz::PinTries>) {
         let legs = card.map(|c| self.legs_for(c)).unwrap_or_default();
         let balances: Vec<&crate::model::Balance> = legs
             .iter()
@@ -613,11 +613,11 @@ impl<S: Store> Engine<S> {
             }
         };
         let (decision, legs, pin_tries) = self.decide(card.as_ref(), request, operation, now);
-        if let (Some((tries, lock)), Some(mut card)) = (pin_tries, card) {
+        if let (Some(after), Some(mut card)) = (pin_tries, card) {
             // Durable with the batch even when the request is declined.
-            card.pin_tries = tries;
-            if lock.is_some() {
-                card.lock = lock;
+            card.pin_tries = after.tries;
+            if after.lock.is_some() {
+                card.lock = after.lock;
             }
             self.put_card(changes, card);
         }
