@@ -767,13 +767,12 @@ pub fn build_response(request: &Message, response: &AuthResponse, profile: Profi
     if let Some(code) = &response.approval_code {
         out.set(38, Bytes::copy_from_slice(code.as_bytes()));
     }
-    let code = if request.mti()[1] == b'8'
-        && response.outcome == Outcome::Approved
-        && profile.dialect == Dialect::Iso93
-    {
-        "0800"
-    } else {
-        response.outcome.code(profile.dialect)
+    // 1993/2003 approvals are class-specific: 0800 network management, 3000 file actions.
+    let approved93 = response.outcome == Outcome::Approved && profile.dialect == Dialect::Iso93;
+    let code = match request.mti()[1] {
+        b'8' if approved93 => "0800",
+        b'3' if approved93 => "3000",
+        _ => response.outcome.code(profile.dialect),
     };
     out.set(39, Bytes::from_static(code.as_bytes()));
     if let Some(amounts) = &response.additional_amounts {
