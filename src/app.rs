@@ -48,6 +48,9 @@ pub struct ServeOptions {
     pub smtp: Option<crate::notify::SmtpConfig>,
     /// How often the outbox is looked at.
     pub notify_interval: Duration,
+    /// The zone PIN key PIN blocks (field 52) arrive under; `None`: a message
+    /// with a PIN block is declined as "PIN cannot be verified".
+    pub zpk: Option<crate::pinblock::ZonePinKey>,
 }
 
 impl Default for ServeOptions {
@@ -65,6 +68,7 @@ impl Default for ServeOptions {
             http: crate::http::HttpConfig::default(),
             smtp: None,
             notify_interval: Duration::from_secs(2),
+            zpk: None,
         }
     }
 }
@@ -165,6 +169,7 @@ pub fn start_with<S: Store>(
         None => {}
     }
     let cards = describe_cards(engine.state());
+    let engine = engine.with_secrets(secrets.clone());
     let (handle, writer) = engine.spawn()?;
 
     let iso_listener = std::net::TcpListener::bind(&options.iso_listen)
@@ -214,9 +219,16 @@ pub fn start_with<S: Store>(
     let card_secrets = secrets.clone();
     let shutdown = CancellationToken::new();
     let profile = Profile::for_spec(&spec);
+    if options.zpk.is_none() {
+        tracing::warn!(
+            "no zone PIN key: messages with a PIN block (field 52) are declined as unverifiable"
+        );
+    }
+    let parse_options = crate::protocol::ParseOptions::for_spec(&spec, options.zpk.clone());
     let context = Arc::new(IsoContext {
         spec,
         profile,
+        parse_options,
         secrets,
         config: options.iso.clone(),
         engine: handle.clone(),

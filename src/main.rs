@@ -137,6 +137,10 @@ struct ServeArgs {
     /// The URL the eKYC provider calls back (this server's /kyc/callback as the provider reaches it).
     #[arg(long)]
     ekyc_callback_url: Option<String>,
+    /// Name of the environment variable holding the zone PIN key (32 or 48 hex
+    /// digits); never the key itself. Without it PIN blocks cannot be verified.
+    #[arg(long, value_name = "VAR")]
+    zpk_hex_env: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -386,6 +390,10 @@ fn serve(args: ServeArgs) -> Result<(), BoxError> {
             Some(relay) => Some(smtp_config(&relay, args.smtp_from)?),
             None => None,
         },
+        zpk: match &args.zpk_hex_env {
+            Some(var) => Some(zone_pin_key(var)?),
+            None => None,
+        },
         ..ServeOptions::default()
     };
     let running = app::start(options)?;
@@ -397,6 +405,16 @@ fn serve(args: ServeArgs) -> Result<(), BoxError> {
     running.stop();
     println!("stopped");
     Ok(())
+}
+
+/// Reads the zone PIN key from the environment variable `var`; errors name the variable, never the key.
+fn zone_pin_key(var: &str) -> Result<antaca::pinblock::ZonePinKey, BoxError> {
+    let hex =
+        std::env::var(var).map_err(|_| format!("--zpk-hex-env: set {var} to the zone PIN key"))?;
+    let key = antaca::pinblock::ZonePinKey::from_hex(hex.trim())
+        .map_err(|e| format!("--zpk-hex-env: {var}: {e}"))?;
+    println!("zone PIN key check value {}", key.check_value());
+    Ok(key)
 }
 
 fn smtp_config(relay: &str, from: String) -> Result<antaca::notify::SmtpConfig, BoxError> {

@@ -3,8 +3,9 @@
 //! response message; it decides nothing about cards or money.
 
 use crate::authz::{Dialect, Outcome};
-use crate::iso8583::{Message, Spec};
+use crate::iso8583::{Message, Spec, TlvLocation};
 use crate::money::Currency;
+use crate::pinblock::{Pin, ZonePinKey};
 use crate::secrets::{mask_pan, CardSecrets};
 use bytes::Bytes;
 
@@ -15,6 +16,8 @@ pub enum MessageClass {
     Authorization,
     /// x2xx: financial.
     Financial,
+    /// x3xx: file action (file update: add to or delete from the exception file).
+    FileUpdate,
     /// x4xx: reversal.
     Reversal,
     /// x8xx: network management.
@@ -45,7 +48,111 @@ pub struct OriginalRef {
     pub acquirer: String,
 }
 
-/// A request as the engine sees it. Holds no clear PAN: only its keyed hash and masked form.
+/// What a file update (0302/1302) asks for (field 91).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileAction {
+    /// "1": add the card to the exception file, i.e. lock it with a reason (1–8).
+    Add {
+        /// Lock reason 1–8 (field 48 subelement, tag 90 by default).
+        reason: u8,
+    },
+    /// "3": delete the card from the exception file, i.e. unlock it.
+    Delete,
+    /// Any other file update code (change, replace, inquiry): not supported.
+    Other,
+}
+
+/// A CVV2 as presented (3 or 4 digits); Debug redacts it.
+#[derive(Clone)]
+pub struct Cvv2(String);
+
+impl Cvv2 {
+    /// The digits, for verification only.
+    pub fn digits(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Cvv2 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Cvv2(<redacted>)")
+    }
+}
+
+impl Drop for Cvv2 {
+    fn drop(&mut self) {
+        // Best effort: overwrite the digits before the memory is freed.
+        let mut bytes = std::mem::take(&mut self.0).into_bytes();
+        bytes.iter_mut().for_each(|b| *b = 0);
+        std::hint::black_box(&bytes);
+    }
+}
+
+/// A clear PAN kept only while a derived CVV2 must be checked against it;
+/// Debug redacts it and it is wiped when dropped. Never stored or logged.
+#[derive(Clone)]
+pub struct ClearPan(Vec<u8>);
+
+impl ClearPan {
+    /// The ASCII digits, for CVV2 derivation only.
+    pub fn digits(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for ClearPan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClearPan(<redacted>)")
+    }
+}
+
+impl Drop for ClearPan {
+    fn drop(&mut self) {
+        self.0.iter_mut().for_each(|b| *b = 0);
+        std::hint::black_box(&self.0);
+    }
+}
+
+/// Parse settings beyond the dialect: the zone PIN key and where TLV subelements travel.
+#[derive(Clone, Debug)]
+pub struct ParseOptions {
+    /// The zone PIN key field 52 is encrypted under; `None`: PINs cannot be verified.
+    pub zpk: Option<ZonePinKey>,
+    /// Where a card-not-present CVV2 travels.
+    pub cvv2: TlvLocation,
+    /// Where a file update's lock reason travels.
+    pub lock_reason: TlvLocation,
+}
+
+impl Default for ParseOptions {
+    fn default() -> Self {
+        ParseOptions {
+            zpk: None,
+            cvv2: TlvLocation {
+                field: 48,
+                tag: "92".into(),
+            },
+            lock_reason: TlvLocation {
+                field: 48,
+                tag: "90".into(),
+            },
+        }
+    }
+}
+
+impl ParseOptions {
+    /// The TLV locations of a spec, with a zone PIN key.
+    pub fn for_spec(spec: &Spec, zpk: Option<ZonePinKey>) -> ParseOptions {
+        ParseOptions {
+            zpk,
+            cvv2: spec.cvv2_location().clone(),
+            lock_reason: spec.lock_reason_location().clone(),
+        }
+    }
+}
+
+/// A request as the engine sees it. Holds no clear PAN (only its keyed hash
+/// and masked form), except, redacted, beside a CVV2 to derive it from.
 #[derive(Clone, Debug)]
 pub struct AuthRequest {
     /// Message class.
@@ -92,6 +199,18 @@ pub struct AuthRequest {
     pub mcc: Option<String>,
     /// Card acceptor id (field 42).
     pub merchant_id: Option<String>,
+    /// The PIN of field 52, decrypted under the zone PIN key (Debug redacts it).
+    pub pin: Option<Pin>,
+    /// Field 52 did not decrypt to a valid format 0 block: a wrong PIN.
+    pub pin_invalid: bool,
+    /// Field 52 came but no zone PIN key is configured: the PIN cannot be verified.
+    pub pin_unverifiable: bool,
+    /// Card-not-present CVV2 (field 48 subelement, tag 92 by default).
+    pub cvv2: Option<Cvv2>,
+    /// The clear PAN, only when a CVV2 came (a derived CVV2 is computed from it).
+    pub cvv2_pan: Option<ClearPan>,
+    /// What a file update (x302) asks for.
+    pub file_action: Option<FileAction>,
 }
 
 impl AuthRequest {
@@ -131,6 +250,12 @@ impl AuthRequest {
         hasher.update(self.pan_hash.unwrap_or_default());
         hasher.update(self.amount_minor.to_be_bytes());
         hasher.update(self.processing_code.unwrap_or_default());
+        match self.file_action {
+            None => {}
+            Some(FileAction::Add { reason }) => hasher.update([b'A', reason]),
+            Some(FileAction::Delete) => hasher.update(b"D"),
+            Some(FileAction::Other) => hasher.update(b"O"),
+        }
         let digest = hasher.finalize();
         let mut first = [0u8; 8];
         first.copy_from_slice(&digest[..8]);
@@ -276,11 +401,75 @@ fn required<T>(value: Option<T>, field: usize) -> Result<T, ParseError> {
     value.ok_or(missing(field))
 }
 
-/// Reads a request message into an [`AuthRequest`], hashing the PAN with `secrets`.
+/// Subelements that do not follow the `tag(2) length(2) value` layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MalformedTlv;
+
+impl std::fmt::Display for MalformedTlv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("malformed TLV subelements")
+    }
+}
+
+impl std::error::Error for MalformedTlv {}
+
+/// Finds subelement `tag` in a field of `tag(2) length(2) value` subelements
+/// (Mastercard DE48 style; a leading alphabetic transaction category code is
+/// skipped). `Err` when the subelements are malformed.
+pub fn tlv_find<'a>(data: &'a [u8], tag: &[u8]) -> Result<Option<&'a [u8]>, MalformedTlv> {
+    let mut rest = match data.first() {
+        Some(b) if b.is_ascii_alphabetic() => &data[1..],
+        _ => data,
+    };
+    let mut found = None;
+    while !rest.is_empty() {
+        let head = rest.get(..4).ok_or(MalformedTlv)?;
+        if !head.iter().all(u8::is_ascii_digit) {
+            return Err(MalformedTlv);
+        }
+        let len = usize::from((head[2] - b'0') * 10 + (head[3] - b'0'));
+        let value = rest.get(4..4 + len).ok_or(MalformedTlv)?;
+        if found.is_none() && &head[..2] == tag {
+            found = Some(value);
+        }
+        rest = &rest[4 + len..];
+    }
+    Ok(found)
+}
+
+fn subelement<'a>(
+    msg: &'a Message,
+    location: &TlvLocation,
+) -> Result<Option<&'a [u8]>, ParseError> {
+    match msg.get(location.field) {
+        None => Ok(None),
+        Some(data) => {
+            tlv_find(data, location.tag.as_bytes()).map_err(|MalformedTlv| ParseError::Format {
+                field: location.field,
+                reason: "malformed TLV subelements",
+            })
+        }
+    }
+}
+
+/// Reads a request message into an [`AuthRequest`], hashing the PAN with
+/// `secrets`, without a zone PIN key and with the default TLV locations.
 pub fn parse(
     msg: &Message,
     profile: Profile,
     secrets: &CardSecrets,
+) -> Result<AuthRequest, ParseError> {
+    parse_with(msg, profile, secrets, &ParseOptions::default())
+}
+
+/// Reads a request message into an [`AuthRequest`]: hashes the PAN with
+/// `secrets`, decrypts field 52 under the zone PIN key, reads the CVV2 and a
+/// file update's lock reason where `options` say they travel.
+pub fn parse_with(
+    msg: &Message,
+    profile: Profile,
+    secrets: &CardSecrets,
+    options: &ParseOptions,
 ) -> Result<AuthRequest, ParseError> {
     let mti = msg.mti();
     if mti[0] != profile.version_digit() || !mti.iter().all(u8::is_ascii_digit) {
@@ -289,6 +478,7 @@ pub fn parse(
     let class = match mti[1] {
         b'1' => MessageClass::Authorization,
         b'2' => MessageClass::Financial,
+        b'3' => MessageClass::FileUpdate,
         b'4' => MessageClass::Reversal,
         b'8' => MessageClass::NetworkManagement,
         _ => return Err(ParseError::UnsupportedMti),
@@ -366,6 +556,12 @@ pub fn parse(
         advice_response_approved: None,
         mcc: text(msg, 18),
         merchant_id: text(msg, 42),
+        pin: None,
+        pin_invalid: false,
+        pin_unverifiable: false,
+        cvv2: None,
+        cvv2_pan: None,
+        file_action: None,
     };
 
     if class == MessageClass::NetworkManagement {
@@ -404,6 +600,54 @@ pub fn parse(
             field: 7,
             reason: "transmission date-time required",
         });
+    }
+    if class == MessageClass::FileUpdate {
+        if mti[2] != b'0' {
+            // File update advices and notifications are not processed.
+            return Err(ParseError::UnsupportedMti);
+        }
+        let code = required(msg.get(91), 91)?;
+        request.file_action = Some(match code {
+            b"1" => {
+                let reason = required(subelement(msg, &options.lock_reason)?, 48)?;
+                let reason = match reason {
+                    [b'0', d @ b'1'..=b'8'] => d - b'0',
+                    _ => {
+                        return Err(ParseError::Format {
+                            field: options.lock_reason.field,
+                            reason: "lock reason must be 01 to 08",
+                        })
+                    }
+                };
+                FileAction::Add { reason }
+            }
+            b"3" => FileAction::Delete,
+            _ => FileAction::Other,
+        });
+        return Ok(request);
+    }
+    if let Some(block) = msg.get(52) {
+        let block: [u8; 8] = block.try_into().map_err(|_| ParseError::Format {
+            field: 52,
+            reason: "PIN block must be 8 bytes",
+        })?;
+        match &options.zpk {
+            Some(zpk) => match zpk.decrypt_pin_block(&block, pan) {
+                Ok(pin) => request.pin = Some(pin),
+                Err(_) => request.pin_invalid = true,
+            },
+            None => request.pin_unverifiable = true,
+        }
+    }
+    if let Some(cvv2) = subelement(msg, &options.cvv2)? {
+        if !(3..=4).contains(&cvv2.len()) || !cvv2.iter().all(u8::is_ascii_digit) {
+            return Err(ParseError::Format {
+                field: options.cvv2.field,
+                reason: "CVV2 must be 3 or 4 digits",
+            });
+        }
+        request.cvv2 = Some(Cvv2(ascii(cvv2).to_string()));
+        request.cvv2_pan = Some(ClearPan(pan.to_vec()));
     }
     let processing = required(digits(msg, 3, 6)?, 3)?;
     request.processing_code = processing.try_into().ok();
@@ -493,7 +737,7 @@ fn bad(field: usize) -> ParseError {
 
 /// Fields a response echoes from its request when present.
 const ECHO_FIELDS: &[usize] = &[
-    2, 3, 4, 7, 11, 12, 13, 24, 32, 37, 41, 42, 49, 56, 70, 90, 95,
+    2, 3, 4, 7, 11, 12, 13, 24, 32, 37, 41, 42, 49, 56, 70, 90, 91, 95, 101,
 ];
 
 /// The response MTI of a request MTI (0100 → 0110, 0401 → 0410, 1804 → 1814).
@@ -523,13 +767,12 @@ pub fn build_response(request: &Message, response: &AuthResponse, profile: Profi
     if let Some(code) = &response.approval_code {
         out.set(38, Bytes::copy_from_slice(code.as_bytes()));
     }
-    let code = if request.mti()[1] == b'8'
-        && response.outcome == Outcome::Approved
-        && profile.dialect == Dialect::Iso93
-    {
-        "0800"
-    } else {
-        response.outcome.code(profile.dialect)
+    // 1993/2003 approvals are class-specific: 0800 network management, 3000 file actions.
+    let approved93 = response.outcome == Outcome::Approved && profile.dialect == Dialect::Iso93;
+    let code = match request.mti()[1] {
+        b'8' if approved93 => "0800",
+        b'3' if approved93 => "3000",
+        _ => response.outcome.code(profile.dialect),
     };
     out.set(39, Bytes::from_static(code.as_bytes()));
     if let Some(amounts) = &response.additional_amounts {
@@ -560,4 +803,143 @@ pub fn additional_amount(
         sign,
         minor.unsigned_abs()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tlv_finds_subelements_and_rejects_malformed_ones() {
+        assert_eq!(tlv_find(b"9203123", b"92"), Ok(Some(&b"123"[..])));
+        assert_eq!(tlv_find(b"10020A9204123490", b"92"), Err(MalformedTlv));
+        assert_eq!(tlv_find(b"10020A92041234", b"92"), Ok(Some(&b"1234"[..])));
+        assert_eq!(tlv_find(b"100201", b"92"), Ok(None));
+        assert_eq!(tlv_find(b"", b"92"), Ok(None));
+        assert_eq!(tlv_find(b"9000", b"90"), Ok(Some(&b""[..])));
+        // A leading transaction category code (Mastercard DE48) is skipped.
+        assert_eq!(tlv_find(b"R9203123", b"92"), Ok(Some(&b"123"[..])));
+        // The first occurrence wins.
+        assert_eq!(tlv_find(b"92031119203222", b"92"), Ok(Some(&b"111"[..])));
+        for bad in [
+            &b"9"[..],
+            b"920",
+            b"9203",
+            b"920312",
+            b"92X3123",
+            b"9203123 ",
+            b"RR9203123",
+            b"92031231",
+        ] {
+            assert_eq!(tlv_find(bad, b"92"), Err(MalformedTlv), "{bad:?}");
+        }
+    }
+
+    fn message(mti: &[u8; 4]) -> Message {
+        let mut m = Message::new(*mti);
+        m.set(2, "5355220000000012".to_string());
+        m.set(3, "000000".to_string());
+        m.set(4, "000000000100".to_string());
+        m.set(7, "1125120000".to_string());
+        m.set(11, "000001".to_string());
+        m.set(49, "978".to_string());
+        m
+    }
+
+    fn profile() -> Profile {
+        Profile {
+            dialect: Dialect::Iso87,
+        }
+    }
+
+    #[test]
+    fn pin_block_and_cvv2_are_read_and_redacted() {
+        let secrets = CardSecrets::from_key([1u8; 32]);
+        let zpk = ZonePinKey::from_hex("0123456789ABCDEFFEDCBA9876543210").expect("zpk");
+        let options = ParseOptions {
+            zpk: Some(zpk.clone()),
+            ..ParseOptions::default()
+        };
+        let mut m = message(b"0100");
+        let block = zpk
+            .encrypt_pin_block("4821", b"5355220000000012")
+            .expect("block");
+        m.set(52, Bytes::copy_from_slice(&block));
+        m.set(48, "9203987".to_string());
+        let r = parse_with(&m, profile(), &secrets, &options).expect("parse");
+        assert_eq!(r.pin.as_ref().map(Pin::as_bytes), Some(&b"4821"[..]));
+        assert!(!r.pin_invalid && !r.pin_unverifiable);
+        assert_eq!(r.cvv2.as_ref().map(Cvv2::digits), Some("987"));
+        let debug = format!("{r:?}");
+        for secret in ["4821", "987", "5355220000000012"] {
+            assert!(!debug.contains(secret), "{secret} in {debug}");
+        }
+        // A garbage block is a wrong PIN, not a format error.
+        m.set(52, Bytes::from_static(&[0x55; 8]));
+        let r = parse_with(&m, profile(), &secrets, &options).expect("parse");
+        assert!(r.pin.is_none() && r.pin_invalid);
+        // Without a ZPK the PIN cannot be verified.
+        let r = parse(&m, profile(), &secrets).expect("parse");
+        assert!(r.pin.is_none() && r.pin_unverifiable && !r.pin_invalid);
+        // Malformed subelements and a malformed CVV2 are format errors on field 48.
+        for bad in ["92031", "9202AB", "92051234X", "920212"] {
+            m.set(48, bad.to_string());
+            assert!(
+                matches!(
+                    parse(&m, profile(), &secrets),
+                    Err(ParseError::Format { field: 48, .. })
+                ),
+                "{bad}"
+            );
+        }
+        // Field 48 without tag 92: no CVV2.
+        m.set(48, "10021A".to_string());
+        assert!(parse(&m, profile(), &secrets)
+            .expect("parse")
+            .cvv2
+            .is_none());
+    }
+
+    #[test]
+    fn file_update_add_delete_and_reason() {
+        let secrets = CardSecrets::from_key([1u8; 32]);
+        let mut m = message(b"0302");
+        m.set(91, "1".to_string());
+        m.set(101, "EXCEPTIONS".to_string());
+        m.set(48, "9002071001X".to_string());
+        let r = parse(&m, profile(), &secrets).expect("parse");
+        assert_eq!(r.class, MessageClass::FileUpdate);
+        assert_eq!(r.file_action, Some(FileAction::Add { reason: 7 }));
+        for bad in ["900209", "900200", "90017", "9002A1"] {
+            m.set(48, bad.to_string());
+            assert!(
+                matches!(
+                    parse(&m, profile(), &secrets),
+                    Err(ParseError::Format { field: 48, .. })
+                ),
+                "{bad}"
+            );
+        }
+        m.remove(48);
+        assert!(matches!(
+            parse(&m, profile(), &secrets),
+            Err(ParseError::Format { field: 48, .. })
+        ));
+        m.set(91, "3".to_string());
+        let r = parse(&m, profile(), &secrets).expect("parse");
+        assert_eq!(r.file_action, Some(FileAction::Delete));
+        m.set(91, "5".to_string());
+        assert_eq!(
+            parse(&m, profile(), &secrets).expect("parse").file_action,
+            Some(FileAction::Other)
+        );
+        m.remove(91);
+        assert!(matches!(
+            parse(&m, profile(), &secrets),
+            Err(ParseError::Format { field: 91, .. })
+        ));
+        // The response MTI and the echoed fields.
+        assert_eq!(response_mti(*b"0302"), *b"0312");
+        assert_eq!(response_mti(*b"1302"), *b"1312");
+    }
 }

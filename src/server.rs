@@ -56,6 +56,8 @@ pub struct IsoContext {
     pub spec: Spec,
     /// Protocol settings derived from the spec.
     pub profile: Profile,
+    /// Zone PIN key and TLV locations for reading PINs, CVV2s and lock reasons.
+    pub parse_options: protocol::ParseOptions,
     /// Keyed hashing of PANs.
     pub secrets: CardSecrets,
     /// Listener settings.
@@ -253,7 +255,12 @@ impl Connection {
                 };
             }
         };
-        let request = match protocol::parse(&message, context.profile, &context.secrets) {
+        let request = match protocol::parse_with(
+            &message,
+            context.profile,
+            &context.secrets,
+            &context.parse_options,
+        ) {
             Ok(request) => request,
             Err(ParseError::Format { field, reason }) => {
                 tracing::info!(peer = %self.peer, field, reason, "format error");

@@ -199,3 +199,40 @@ fn import_loads_an_empty_store_once_and_refuses_bad_files() {
     );
     assert!(String::from_utf8_lossy(&serve.stderr).contains("already holds a portfolio"));
 }
+
+#[test]
+fn serve_reads_the_zone_pin_key_from_the_named_variable_and_never_echoes_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = |var_value: Option<&str>| {
+        let mut command = antaca();
+        command
+            .arg("serve")
+            .arg("--data")
+            .arg(dir.path())
+            .args([
+                "--iso-listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+                "--secure-listen",
+                "127.0.0.1:0",
+                "--zpk-hex-env",
+                "ANTACA_TEST_ZPK",
+            ])
+            .env_remove("ANTACA_TEST_ZPK");
+        if let Some(value) = var_value {
+            command.env("ANTACA_TEST_ZPK", value);
+        }
+        command.output().expect("serve")
+    };
+    let missing = run(None);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("ANTACA_TEST_ZPK"));
+    // 31 hex digits: refused, and the error does not repeat the value.
+    let bad = "0123456789ABCDEFFEDCBA987654321";
+    let refused = run(Some(bad));
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("zone PIN key"), "{stderr}");
+    assert!(!stderr.contains(bad), "{stderr}");
+}

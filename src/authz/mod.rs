@@ -26,6 +26,12 @@ pub enum Outcome {
     Locked(u8),
     /// Expired, or the expiry date sent does not match the card.
     Expired,
+    /// The CVV2 presented is not the card's.
+    WrongCvv2,
+    /// The PIN presented is not the card's (or the PIN block did not decrypt); the third in a row locks with reason 6.
+    IncorrectPin,
+    /// A PIN came but cannot be verified here (no zone PIN key configured).
+    PinUnverifiable,
     /// The transaction currency is not the balance's and no cardholder billing amount says how much to take.
     CurrencyMismatch,
     /// Not enough available funds on one of the legs.
@@ -40,7 +46,14 @@ pub enum Outcome {
     FormatError,
     /// We could not make the effect durable.
     SystemMalfunction,
+    /// A file update refused: the card's lock is irreversible.
+    FileUpdateRefused,
+    /// A file update code other than add (1) or delete (3).
+    FileUpdateUnsupported,
 }
+
+/// Wrong PINs in a row that lock the card with reason 6 (the last one answers as the lock).
+pub const PIN_TRIES_MAX: u8 = 3;
 
 /// Wire dialects of the response code (field 39).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -143,12 +156,22 @@ impl Outcome {
                 None => ("05", "1000"),
             },
             Outcome::Expired => ("54", "1001"),
+            // No ISO code says "CVV2 mismatch": Visa's N7 in 1987, and the
+            // nearest action code, 1022 "security violation", in 1993.
+            Outcome::WrongCvv2 => ("N7", "1022"),
+            Outcome::IncorrectPin => ("55", "1017"),
+            // Our fault, not the cardholder's: answered as a system malfunction
+            // so the network treats it as issuer trouble (stand-in rules apply).
+            Outcome::PinUnverifiable => ("96", "9009"),
             Outcome::CurrencyMismatch | Outcome::InvalidTransaction => ("12", "9002"),
             Outcome::DuplicateTransmission => ("94", "9013"),
             Outcome::AlreadyReversed => ("05", "1000"),
             Outcome::InsufficientFunds => ("51", "1016"),
             Outcome::FormatError => ("30", "9004"),
             Outcome::SystemMalfunction => ("96", "9009"),
+            // ISO 8583 file action codes: update not successful / not supported.
+            Outcome::FileUpdateRefused => ("29", "3006"),
+            Outcome::FileUpdateUnsupported => ("24", "3001"),
         };
         match dialect {
             Dialect::Iso87 => iso87,
@@ -165,6 +188,9 @@ impl Outcome {
             Outcome::CardNotActivated => "card_not_activated",
             Outcome::Locked(_) => "card_locked",
             Outcome::Expired => "expired_card",
+            Outcome::WrongCvv2 => "wrong_cvv2",
+            Outcome::IncorrectPin => "incorrect_pin",
+            Outcome::PinUnverifiable => "pin_unverifiable",
             Outcome::CurrencyMismatch => "currency_mismatch",
             Outcome::InsufficientFunds => "insufficient_funds",
             Outcome::InvalidTransaction => "invalid_transaction",
@@ -172,6 +198,8 @@ impl Outcome {
             Outcome::AlreadyReversed => "already_reversed",
             Outcome::FormatError => "format_error",
             Outcome::SystemMalfunction => "system_malfunction",
+            Outcome::FileUpdateRefused => "file_update_refused",
+            Outcome::FileUpdateUnsupported => "file_update_unsupported",
         }
     }
 
@@ -186,6 +214,9 @@ impl Outcome {
         all.extend(LOCK_REASONS.iter().map(|r| Outcome::Locked(r.number)));
         all.extend([
             Outcome::Expired,
+            Outcome::WrongCvv2,
+            Outcome::IncorrectPin,
+            Outcome::PinUnverifiable,
             Outcome::CurrencyMismatch,
             Outcome::InsufficientFunds,
             Outcome::InvalidTransaction,
@@ -193,6 +224,8 @@ impl Outcome {
             Outcome::AlreadyReversed,
             Outcome::FormatError,
             Outcome::SystemMalfunction,
+            Outcome::FileUpdateRefused,
+            Outcome::FileUpdateUnsupported,
         ]);
         all
     }
@@ -230,6 +263,12 @@ pub struct Request {
     pub expiry: Option<[u8; 4]>,
     /// Transmission month and day (field 7), if sent.
     pub transmission: Option<(u32, u32)>,
+    /// Whether the CVV2 presented verified; `None` when none was presented.
+    pub cvv2_ok: Option<bool>,
+    /// Whether the PIN presented verified; `None` when none was presented (or it cannot be verified).
+    pub pin_ok: Option<bool>,
+    /// A PIN was presented that cannot be verified (no zone PIN key).
+    pub pin_unverifiable: bool,
 }
 
 /// The decision.
@@ -246,26 +285,25 @@ pub enum Decision {
 
 /// Decides a request for a card whose spending legs have these balances
 /// (in leg order), at `now_ms`. Checks in precedence order: unknown card,
-/// removed, not activated, locked, expired, currency, funds.
+/// removed, not activated, locked, expired, CVV2, PIN, currency, funds.
+/// Forced operations skip everything from removed to PIN.
 pub fn decide(card: Option<&Card>, legs: &[&Balance], request: &Request, now_ms: u64) -> Decision {
     let Some(card) = card else {
         return Decision::Decline(Outcome::UnknownCard);
     };
-    let forced = request.operation == Operation::Forced;
-    if !forced {
-        if card.state == CardState::Removed {
-            return Decision::Decline(Outcome::CardRemoved);
+    if request.operation != Operation::Forced {
+        if let Some(outcome) = card_checks(card, request, now_ms) {
+            return Decision::Decline(outcome);
         }
-        if card.state == CardState::Inactive {
-            return Decision::Decline(Outcome::CardNotActivated);
+        if request.pin_unverifiable {
+            return Decision::Decline(Outcome::PinUnverifiable);
         }
-        if let Some(reason) = card.lock {
-            return Decision::Decline(Outcome::Locked(reason));
+        if request.pin_ok == Some(false) {
+            if card.pin_tries.saturating_add(1) >= PIN_TRIES_MAX {
+                return Decision::Decline(Outcome::Locked(6));
+            }
+            return Decision::Decline(Outcome::IncorrectPin);
         }
-        if is_expired(card, request, now_ms) {
-            return Decision::Decline(Outcome::Expired);
-        }
-        // Room for CVV2 and PIN checks (a later issue): they come here, before funds.
     }
     let Some(currency) = legs.first().and_then(|b| Currency::from_alpha(&b.currency)) else {
         return Decision::Decline(Outcome::InvalidTransaction);
@@ -291,6 +329,61 @@ pub fn decide(card: Option<&Card>, legs: &[&Balance], request: &Request, now_ms:
         amount
     };
     Decision::Approve { amount }
+}
+
+/// The checks before the PIN, in precedence order: removed, not activated,
+/// locked, expired, CVV2.
+fn card_checks(card: &Card, request: &Request, now_ms: u64) -> Option<Outcome> {
+    if card.state == CardState::Removed {
+        return Some(Outcome::CardRemoved);
+    }
+    if card.state == CardState::Inactive {
+        return Some(Outcome::CardNotActivated);
+    }
+    if let Some(reason) = card.lock {
+        return Some(Outcome::Locked(reason));
+    }
+    if is_expired(card, request, now_ms) {
+        return Some(Outcome::Expired);
+    }
+    if request.cvv2_ok == Some(false) {
+        return Some(Outcome::WrongCvv2);
+    }
+    None
+}
+
+/// A card's PIN tries after a PIN check, and the lock it brings (reason 6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PinTries {
+    /// Wrong PINs in a row, this one included (0 after a right PIN).
+    pub tries: u8,
+    /// `Some(6)` when this wrong PIN locks the card.
+    pub lock: Option<u8>,
+}
+
+/// What the PIN check of a request does to the card's PIN tries, once the
+/// checks before it passed: a wrong PIN counts one more (the
+/// [`PIN_TRIES_MAX`]th also locks with reason 6), a right one resets the
+/// count. `None` when nothing changes. Pure, like [`decide`].
+pub fn pin_tries_after(card: &Card, request: &Request, now_ms: u64) -> Option<PinTries> {
+    if request.operation == Operation::Forced || request.pin_unverifiable {
+        return None;
+    }
+    let pin_ok = request.pin_ok?;
+    if card_checks(card, request, now_ms).is_some() {
+        return None;
+    }
+    if pin_ok {
+        return (card.pin_tries != 0).then_some(PinTries {
+            tries: 0,
+            lock: None,
+        });
+    }
+    let tries = card.pin_tries.saturating_add(1);
+    Some(PinTries {
+        tries,
+        lock: (tries >= PIN_TRIES_MAX).then_some(6),
+    })
 }
 
 /// Expired: the terminal's expiry (field 14) differs from the card's, or the

@@ -49,6 +49,9 @@ fn hold(amount_minor: u64) -> Request {
         billing: None,
         expiry: None,
         transmission: Some((11, 25)),
+        cvv2_ok: None,
+        pin_ok: None,
+        pin_unverifiable: false,
     }
 }
 
@@ -256,4 +259,134 @@ fn code_table_matches_the_seed() {
         assert_eq!(o.code(Dialect::Iso87).len(), 2);
         assert_eq!(o.code(Dialect::Iso93).len(), 4);
     }
+}
+
+#[test]
+fn cvv2_then_pin_after_expiry_before_funds() {
+    let b = balance("1.00");
+    let mut r = hold(1000);
+    r.cvv2_ok = Some(false);
+    r.pin_ok = Some(false);
+    assert_eq!(
+        decide(Some(&card()), &[&b], &r, NOW),
+        Decision::Decline(Outcome::WrongCvv2)
+    );
+    r.cvv2_ok = Some(true);
+    assert_eq!(
+        decide(Some(&card()), &[&b], &r, NOW),
+        Decision::Decline(Outcome::IncorrectPin)
+    );
+    r.pin_ok = Some(true);
+    assert_eq!(
+        decide(Some(&card()), &[&b], &r, NOW),
+        Decision::Decline(Outcome::InsufficientFunds)
+    );
+    r.pin_ok = None;
+    r.pin_unverifiable = true;
+    assert_eq!(
+        decide(Some(&card()), &[&b], &r, NOW),
+        Decision::Decline(Outcome::PinUnverifiable)
+    );
+    // Locked and expired come first.
+    let mut locked = card();
+    locked.lock = Some(7);
+    r.cvv2_ok = Some(false);
+    assert_eq!(
+        decide(Some(&locked), &[&b], &r, NOW),
+        Decision::Decline(Outcome::Locked(7))
+    );
+    let mut expired = card();
+    expired.expiry = "2001".into();
+    assert_eq!(
+        decide(Some(&expired), &[&b], &r, NOW),
+        Decision::Decline(Outcome::Expired)
+    );
+    // Forced operations skip CVV2 and PIN.
+    r.operation = Operation::Forced;
+    r.pin_unverifiable = false;
+    r.pin_ok = Some(false);
+    assert!(matches!(
+        decide(Some(&card()), &[&b], &r, NOW),
+        Decision::Approve { .. }
+    ));
+}
+
+#[test]
+fn third_wrong_pin_locks_and_right_pin_resets() {
+    let b = balance("100.00");
+    let mut r = hold(100);
+    r.pin_ok = Some(false);
+    let mut c = card();
+    assert_eq!(
+        pin_tries_after(&c, &r, NOW),
+        Some(PinTries {
+            tries: 1,
+            lock: None
+        })
+    );
+    c.pin_tries = 1;
+    assert_eq!(
+        decide(Some(&c), &[&b], &r, NOW),
+        Decision::Decline(Outcome::IncorrectPin)
+    );
+    assert_eq!(
+        pin_tries_after(&c, &r, NOW),
+        Some(PinTries {
+            tries: 2,
+            lock: None
+        })
+    );
+    c.pin_tries = 2;
+    assert_eq!(
+        decide(Some(&c), &[&b], &r, NOW),
+        Decision::Decline(Outcome::Locked(6))
+    );
+    assert_eq!(
+        pin_tries_after(&c, &r, NOW),
+        Some(PinTries {
+            tries: 3,
+            lock: Some(6)
+        })
+    );
+    r.pin_ok = Some(true);
+    assert_eq!(
+        pin_tries_after(&c, &r, NOW),
+        Some(PinTries {
+            tries: 0,
+            lock: None
+        })
+    );
+    c.pin_tries = 0;
+    assert_eq!(pin_tries_after(&c, &r, NOW), None, "nothing to reset");
+    // Not reached: a locked card, a wrong CVV2, a forced operation.
+    r.pin_ok = Some(false);
+    c.lock = Some(3);
+    assert_eq!(pin_tries_after(&c, &r, NOW), None);
+    c.lock = None;
+    r.cvv2_ok = Some(false);
+    assert_eq!(pin_tries_after(&c, &r, NOW), None);
+    r.cvv2_ok = None;
+    r.operation = Operation::Forced;
+    assert_eq!(pin_tries_after(&c, &r, NOW), None);
+}
+
+#[test]
+fn new_outcomes_have_codes_and_names() {
+    for (o, c87, c93) in [
+        (Outcome::WrongCvv2, "N7", "1022"),
+        (Outcome::IncorrectPin, "55", "1017"),
+        (Outcome::PinUnverifiable, "96", "9009"),
+        (Outcome::FileUpdateRefused, "29", "3006"),
+        (Outcome::FileUpdateUnsupported, "24", "3001"),
+    ] {
+        assert!(Outcome::all().contains(&o));
+        assert_eq!(o.code(Dialect::Iso87), c87);
+        assert_eq!(o.code(Dialect::Iso93), c93);
+    }
+    let names: std::collections::HashSet<_> = Outcome::all()
+        .into_iter()
+        .filter(|o| !matches!(o, Outcome::Locked(_)))
+        .map(Outcome::name)
+        .collect();
+    assert_eq!(names.len(), Outcome::all().len() - 8);
 }

@@ -10,7 +10,8 @@ pub mod state;
 
 use crate::authz::{self, Decision, Operation, Outcome};
 use crate::model::{Card, Leg, Txn, TxnState};
-use crate::protocol::{AuthRequest, AuthResponse, MessageClass};
+use crate::protocol::{AuthRequest, AuthResponse, FileAction, MessageClass};
+use crate::secrets::CardSecrets;
 use crate::store::{keys, Store, StoreError};
 pub use ledger::Movement;
 use rust_decimal::Decimal;
@@ -183,11 +184,12 @@ impl EngineHandle {
     }
 }
 
-/// The writer: state, store and settings.
+/// The writer: state, store, settings and the data key (to verify PINs and CVV2s).
 pub struct Engine<S: Store> {
     state: State,
     store: S,
     config: EngineConfig,
+    secrets: Option<CardSecrets>,
 }
 
 /// Milliseconds since the Unix epoch, now.
@@ -251,7 +253,15 @@ impl<S: Store> Engine<S> {
             state,
             store,
             config,
+            secrets: None,
         })
+    }
+
+    /// Gives the engine the data key it verifies PINs and CVV2s with; without
+    /// it a presented PIN cannot be verified and a presented CVV2 never matches.
+    pub fn with_secrets(mut self, secrets: CardSecrets) -> Engine<S> {
+        self.secrets = Some(secrets);
+        self
     }
 
     /// The state (for import, tests and offline tools).
@@ -385,7 +395,9 @@ impl<S: Store> Engine<S> {
             return response_of(txn);
         }
         let orphan = match request.class {
-            MessageClass::Reversal | MessageClass::NetworkManagement => None,
+            MessageClass::Reversal | MessageClass::NetworkManagement | MessageClass::FileUpdate => {
+                None
+            }
             _ => self
                 .state
                 .orphan_reversals
@@ -402,6 +414,7 @@ impl<S: Store> Engine<S> {
             MessageClass::Financial if request.advice => self.completion(changes, request, now),
             MessageClass::Financial => self.financial(changes, request, now),
             MessageClass::Reversal => self.reversal(changes, request, now),
+            MessageClass::FileUpdate => self.file_update(changes, request, now),
         };
         let response = response_of(&txn);
         tracing::debug!(
@@ -484,21 +497,60 @@ impl<S: Store> Engine<S> {
         ledger::legs_for(&self.state, card)
     }
 
-    /// Decides a request for a card; returns the decision and the legs.
+    /// Verifies the CVV2 and PIN a request presents (forced operations skip both).
+    fn verify_card_data(
+        &self,
+        card: Option<&Card>,
+        request: &AuthRequest,
+        operation: Operation,
+    ) -> (Option<bool>, Option<bool>) {
+        let Some(card) = card else {
+            return (None, None);
+        };
+        if operation == Operation::Forced {
+            return (None, None);
+        }
+        let cvv2_ok = request
+            .cvv2
+            .as_ref()
+            .map(|cvv2| match (&self.secrets, &request.cvv2_pan) {
+                (Some(secrets), Some(pan)) => {
+                    crate::cvv::cvv2_verifies(secrets, card, pan.digits(), cvv2.digits())
+                }
+                _ => false,
+            });
+        let pin_ok = if request.pin_invalid {
+            Some(false)
+        } else {
+            request.pin.as_ref().map(|pin| {
+                match (&self.secrets, &card.pin_hash) {
+                    (Some(secrets), Some(stored)) => {
+                        crate::cvv::pin_matches(secrets, &card.id, stored, pin)
+                    }
+                    // A card without a PIN matches no PIN.
+                    _ => false,
+                }
+            })
+        };
+        (cvv2_ok, pin_ok)
+    }
+
+    /// Decides a request for a card; returns the decision, the legs and what
+    /// the PIN check does to the card's PIN tries (new count, lock).
     fn decide(
         &self,
         card: Option<&Card>,
         request: &AuthRequest,
         operation: Operation,
         now: u64,
-    ) -> (Decision, Vec<Leg>) {
+    ) -> (Decision, Vec<Leg>, Option<authz::PinTries>) {
         let legs = card.map(|c| self.legs_for(c)).unwrap_or_default();
         let balances: Vec<&crate::model::Balance> = legs
             .iter()
             .filter_map(|leg| self.state.balances.get(&leg.balance))
             .collect();
         if card.is_some() && (balances.len() != legs.len() || legs.is_empty()) {
-            return (Decision::Decline(Outcome::InvalidTransaction), legs);
+            return (Decision::Decline(Outcome::InvalidTransaction), legs, None);
         }
         // A balance inquiry may come without a currency: it asks in the balance's.
         let balance_currency = balances
@@ -510,8 +562,9 @@ impl<S: Store> Engine<S> {
             } else {
                 Outcome::FormatError
             };
-            return (Decision::Decline(outcome), legs);
+            return (Decision::Decline(outcome), legs, None);
         };
+        let (cvv2_ok, pin_ok) = self.verify_card_data(card, request, operation);
         let input = authz::Request {
             operation,
             amount_minor: request.amount_minor,
@@ -519,8 +572,12 @@ impl<S: Store> Engine<S> {
             billing: request.billing,
             expiry: request.expiry,
             transmission: request.transmission,
+            cvv2_ok,
+            pin_ok,
+            pin_unverifiable: request.pin_unverifiable,
         };
-        (authz::decide(card, &balances, &input, now), legs)
+        let pin_tries = card.and_then(|c| authz::pin_tries_after(c, &input, now));
+        (authz::decide(card, &balances, &input, now), legs, pin_tries)
     }
 
     fn approve(&self, txn: &mut Txn) {
@@ -555,9 +612,18 @@ impl<S: Store> Engine<S> {
                 return Err(self.finish_declined(changes, txn, Outcome::InvalidTransaction))
             }
         };
-        match self.decide(card.as_ref(), request, operation, now) {
-            (Decision::Decline(outcome), _) => Err(self.finish_declined(changes, txn, outcome)),
-            (Decision::Approve { amount }, legs) => Ok((txn, kind, amount, legs)),
+        let (decision, legs, pin_tries) = self.decide(card.as_ref(), request, operation, now);
+        if let (Some(after), Some(mut card)) = (pin_tries, card) {
+            // Durable with the batch even when the request is declined.
+            card.pin_tries = after.tries;
+            if after.lock.is_some() {
+                card.lock = after.lock;
+            }
+            self.put_card(changes, card);
+        }
+        match decision {
+            Decision::Decline(outcome) => Err(self.finish_declined(changes, txn, outcome)),
+            Decision::Approve { amount } => Ok((txn, kind, amount, legs)),
         }
     }
 
@@ -692,7 +758,7 @@ impl<S: Store> Engine<S> {
         let original = self
             .find_original(request, &[b"100", b"120"])
             .map(|found| self.money_owner(found).clone());
-        let (decision, legs) = self.decide(card.as_ref(), request, Operation::Forced, now);
+        let (decision, legs, _) = self.decide(card.as_ref(), request, Operation::Forced, now);
         let amount = match (decision, &original) {
             (Decision::Approve { amount }, _) => amount,
             // Settled in a currency we cannot convert: post the authorization's
@@ -743,6 +809,67 @@ impl<S: Store> Engine<S> {
                 self.charge(changes, &mut txn, legs, amount, now);
             }
         }
+        self.finish(changes, txn)
+    }
+
+    /// Writes a changed card through the batch (its PAN hash is its index key).
+    fn put_card(&mut self, changes: &mut Changes, card: Card) {
+        let mut hash = [0u8; 32];
+        if hex::decode_to_slice(&card.pan_hash, &mut hash).is_err() {
+            // Engine::open refuses such a card; one in memory is a bug.
+            debug_assert!(false, "card {} has a malformed PAN hash", card.id);
+            return;
+        }
+        changes.put_card(&mut self.state, card, hash);
+    }
+
+    /// 0302/1302 file update: add the card to the exception file (lock it
+    /// with the reason sent) or delete it from the file (unlock it). An
+    /// irreversible lock (1, 2, 5, 8) is never lifted nor replaced by another
+    /// reason: refused. The card change commits with the batch, before the answer.
+    fn file_update(&mut self, changes: &mut Changes, request: &AuthRequest, now: u64) -> Txn {
+        let card = self.card_for(request);
+        let txn = self.new_txn(changes, request, card.as_ref(), now);
+        let Some(mut card) = card else {
+            return self.finish_declined(changes, txn, Outcome::UnknownCard);
+        };
+        if card.state == crate::model::CardState::Removed {
+            return self.finish_declined(changes, txn, Outcome::CardRemoved);
+        }
+        let irreversible = card
+            .lock
+            .and_then(authz::lock_reason)
+            .is_some_and(|r| r.irreversible);
+        match request.file_action {
+            Some(FileAction::Add { reason }) => {
+                if card.lock == Some(reason) {
+                    // Already on file with this reason: nothing to change.
+                } else if irreversible {
+                    return self.finish_declined(changes, txn, Outcome::FileUpdateRefused);
+                } else {
+                    card.lock = Some(reason);
+                    self.put_card(changes, card);
+                }
+            }
+            Some(FileAction::Delete) => {
+                if irreversible {
+                    return self.finish_declined(changes, txn, Outcome::FileUpdateRefused);
+                }
+                if card.lock.is_some() {
+                    if card.lock == Some(6) {
+                        // Lifting a PIN-tries lock gives the cardholder fresh tries.
+                        card.pin_tries = 0;
+                    }
+                    card.lock = None;
+                    self.put_card(changes, card);
+                }
+            }
+            Some(FileAction::Other) | None => {
+                return self.finish_declined(changes, txn, Outcome::FileUpdateUnsupported)
+            }
+        }
+        let mut txn = txn;
+        self.approve(&mut txn);
         self.finish(changes, txn)
     }
 

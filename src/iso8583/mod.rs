@@ -16,7 +16,7 @@ pub use error::{DecodeError, DecodeErrorKind, EncodeError, EncodeErrorKind};
 pub use message::Message;
 pub use spec::{
     is_sensitive, BitmapEncoding, ContentType, DataEncoding, FieldKind, FieldSpec, MtiEncoding,
-    NibblePad, Padding, PrefixEncoding, SpecError, MAX_FIELD, SENSITIVE_FIELDS,
+    NibblePad, Padding, PrefixEncoding, SpecError, TlvLocation, MAX_FIELD, SENSITIVE_FIELDS,
 };
 
 /// Names of the built-in specs, in the order `Spec::builtin_names` returns them.
@@ -51,6 +51,10 @@ pub struct Spec {
     pub(crate) needs_scratch: bool,
     /// Bytes reserved up front when encoding.
     pub(crate) size_hint: usize,
+    /// Where a card-not-present CVV2 travels.
+    pub(crate) cvv2: TlvLocation,
+    /// Where the lock reason of a file update travels.
+    pub(crate) lock_reason: TlvLocation,
 }
 
 impl fmt::Debug for Spec {
@@ -114,6 +118,13 @@ impl Spec {
             }
             fields[n] = Some(fs);
         }
+        let cvv2 = spec::tlv_location("cvv2", raw.cvv2, spec::default_cvv2_location, &fields)?;
+        let lock_reason = spec::tlv_location(
+            "lock_reason",
+            raw.lock_reason,
+            spec::default_lock_reason_location,
+            &fields,
+        )?;
         Ok(Spec {
             name: raw.name,
             mti_encoding: raw.mti_encoding,
@@ -121,6 +132,8 @@ impl Spec {
             fields,
             needs_scratch,
             size_hint: size_hint.min(1024),
+            cvv2,
+            lock_reason,
         })
     }
 
@@ -152,6 +165,16 @@ impl Spec {
     /// The definition of field `n`, if the spec has one.
     pub fn field(&self, n: usize) -> Option<&FieldSpec> {
         self.fields.get(n).and_then(Option::as_ref)
+    }
+
+    /// Where a card-not-present CVV2 travels (`"cvv2"` in the spec; field 48 tag 92 by default).
+    pub fn cvv2_location(&self) -> &TlvLocation {
+        &self.cvv2
+    }
+
+    /// Where a file update's lock reason travels (`"lock_reason"`; field 48 tag 90 by default).
+    pub fn lock_reason_location(&self) -> &TlvLocation {
+        &self.lock_reason
     }
 
     /// Defined fields in ascending order.

@@ -296,6 +296,71 @@ pub(crate) struct RawSpec {
     pub mti_encoding: MtiEncoding,
     pub bitmap_encoding: BitmapEncoding,
     pub fields: Vec<RawField>,
+    /// Absent: field 48 tag 92 (see [`default_cvv2_location`]).
+    #[serde(default)]
+    pub cvv2: Option<TlvLocation>,
+    /// Absent: field 48 tag 90 (see [`default_lock_reason_location`]).
+    #[serde(default)]
+    pub lock_reason: Option<TlvLocation>,
+}
+
+/// Where a TLV subelement travels: a field holding `tag(2) length(2) value`
+/// subelements (Mastercard DE48 style) and the subelement's 2-digit tag.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlvLocation {
+    /// The field that holds the subelements (48 by default).
+    pub field: usize,
+    /// The 2-digit subelement tag.
+    pub tag: String,
+}
+
+/// The CVV2 location of a spec that names none: field 48, tag 92.
+pub(crate) fn default_cvv2_location() -> TlvLocation {
+    TlvLocation {
+        field: 48,
+        tag: "92".into(),
+    }
+}
+
+/// The lock reason location of a spec that names none: field 48, tag 90.
+pub(crate) fn default_lock_reason_location() -> TlvLocation {
+    TlvLocation {
+        field: 48,
+        tag: "90".into(),
+    }
+}
+
+/// Checks a TLV location named in the spec (a text field of the spec and a
+/// 2-digit tag) or takes the default, which needs no field 48 in the spec: a
+/// spec without it simply never carries the subelement.
+pub(crate) fn tlv_location(
+    what: &str,
+    named: Option<TlvLocation>,
+    default: fn() -> TlvLocation,
+    fields: &[Option<FieldSpec>],
+) -> Result<TlvLocation, SpecError> {
+    let Some(location) = named else {
+        return Ok(default());
+    };
+    let tag = location.tag.as_bytes();
+    if tag.len() != 2 || !tag.iter().all(u8::is_ascii_digit) {
+        return Err(SpecError::Invalid {
+            field: None,
+            reason: format!("{what}.tag must be 2 digits"),
+        });
+    }
+    match fields.get(location.field).and_then(Option::as_ref) {
+        Some(f) if f.content != ContentType::Binary => Ok(location),
+        Some(_) => Err(SpecError::Invalid {
+            field: Some(location.field),
+            reason: format!("{what} subelements need a text field, not a binary one"),
+        }),
+        None => Err(SpecError::Invalid {
+            field: None,
+            reason: format!("{what}.field {} is not defined in the spec", location.field),
+        }),
+    }
 }
 
 #[derive(Deserialize)]

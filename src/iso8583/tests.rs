@@ -377,3 +377,42 @@ fn track2_bcd_separator() {
     let back = s.decode(&wire).expect("decodes");
     assert_eq!(back.get(35), Some(&b"4111111111111111=2712"[..]));
 }
+
+#[test]
+fn tlv_locations_default_explicit_and_checked() {
+    for name in Spec::builtin_names() {
+        let s = spec(name);
+        assert_eq!(s.cvv2_location().field, 48, "{name}");
+        assert_eq!(s.cvv2_location().tag, "92", "{name}");
+        assert_eq!(s.lock_reason_location().tag, "90", "{name}");
+    }
+    let base = r#"{"name":"t","mti_encoding":"ascii","bitmap_encoding":"hex-ascii",
+        "fields":[{"number":48,"kind":"lllvar","length":999,"content":"ans"},
+                  {"number":62,"kind":"lllvar","length":999,"content":"ans"},
+                  {"number":52,"kind":"fixed","length":8,"content":"b"}]"#;
+    let s = Spec::from_json(&format!("{base}}}")).expect("defaults");
+    assert_eq!(s.cvv2_location().field, 48);
+    let s = Spec::from_json(&format!(
+        r#"{base},"cvv2":{{"field":62,"tag":"07"}},"lock_reason":{{"field":62,"tag":"11"}}}}"#
+    ))
+    .expect("explicit");
+    assert_eq!(s.cvv2_location().field, 62);
+    assert_eq!(s.cvv2_location().tag, "07");
+    assert_eq!(s.lock_reason_location().tag, "11");
+    for bad in [
+        r#""cvv2":{"field":63,"tag":"92"}"#,
+        r#""cvv2":{"field":52,"tag":"92"}"#,
+        r#""cvv2":{"field":48,"tag":"9"}"#,
+        r#""lock_reason":{"field":48,"tag":"A0"}"#,
+        r#""cvv2":{"field":48,"tag":"92","extra":1}"#,
+    ] {
+        assert!(
+            Spec::from_json(&format!("{base},{bad}}}")).is_err(),
+            "{bad}"
+        );
+    }
+    // A spec without field 48 that names no location still loads.
+    let no48 = r#"{"name":"t","mti_encoding":"ascii","bitmap_encoding":"hex-ascii",
+        "fields":[{"number":2,"kind":"llvar","length":19,"content":"n"}]}"#;
+    assert!(Spec::from_json(no48).is_ok());
+}

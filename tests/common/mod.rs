@@ -431,3 +431,70 @@ impl TestServer {
         runtime.block_on(engine.apply(f)).expect("apply")
     }
 }
+
+/// The zone PIN key of the PIN tests (double length, odd parity).
+pub const TEST_ZPK_HEX: &str = "0123456789ABCDEFFEDCBA9876543210";
+
+/// The test zone PIN key.
+pub fn test_zpk() -> antaca::pinblock::ZonePinKey {
+    antaca::pinblock::ZonePinKey::from_hex(TEST_ZPK_HEX).expect("zpk")
+}
+
+/// A format 0 PIN block for `pin` and `pan` under the test ZPK (field 52's 8 bytes).
+pub fn pin_block(pin: &str, pan: &str) -> Bytes {
+    Bytes::copy_from_slice(
+        &test_zpk()
+            .encrypt_pin_block(pin, pan.as_bytes())
+            .expect("pin block"),
+    )
+}
+
+/// A file update request (0302, or 1302 when `mti` says so): field 91 `code`,
+/// field 101 file name, lock `reason` in field 48 tag 90 when given.
+pub fn file_update(mti: &str, pan: &str, code: &str, reason: Option<u8>, stan: u32) -> Message {
+    let mti: [u8; 4] = mti.as_bytes().try_into().expect("mti");
+    let mut m = Message::new(mti);
+    let transmission = transmission_now();
+    m.set(2, pan.to_string());
+    m.set(7, transmission);
+    m.set(11, format!("{stan:06}"));
+    m.set(32, "123456".to_string());
+    m.set(91, code.to_string());
+    m.set(101, "EXCEPTIONFILE".to_string());
+    if let Some(reason) = reason {
+        m.set(48, format!("9002{reason:02}"));
+    }
+    m
+}
+
+impl TestServer {
+    /// A card as the engine holds it now.
+    pub fn card(&self, id: &str) -> antaca::model::Card {
+        let id = id.to_string();
+        let engine = self.running().engine();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("rt");
+        runtime
+            .block_on(engine.inspect(move |state| state.cards.get(&id).cloned()))
+            .expect("engine")
+            .expect("card")
+    }
+
+    /// Changes a card through the writer (committed before it returns).
+    pub fn change_card(
+        &self,
+        id: &str,
+        change: impl FnOnce(&mut antaca::model::Card) + Send + 'static,
+    ) {
+        let id = id.to_string();
+        self.apply(move |state, changes, _| {
+            let mut card = state.cards.get(&id).cloned().expect("card");
+            change(&mut card);
+            let mut hash = [0u8; 32];
+            hex::decode_to_slice(&card.pan_hash, &mut hash).expect("pan hash");
+            changes.put_card(state, card, hash);
+        });
+    }
+}
