@@ -126,20 +126,6 @@ pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
-/// TEMPORARY until branch `authpin` lands with the CVV method: same signature.
-pub fn derive_cvv2(cvk: &[u8; 16], pan: &[u8], expiry_yymm: &str, generation: u32) -> String {
-    let _ = (cvk, pan, expiry_yymm, generation);
-    String::from("000")
-}
-
-/// TEMPORARY until branch `authpin` lands: same signature.
-pub fn card_verification_key(secrets: &CardSecrets) -> [u8; 16] {
-    let key = secrets.derive_key(b"antaca cvk v1");
-    let mut cvk = [0u8; 16];
-    cvk.copy_from_slice(&key[..16]);
-    cvk
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
