@@ -419,11 +419,12 @@ pub fn spawn_notifier(
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            let pass = deliver_due(&engine, &smtp, crate::engine::now_ms());
-            let report = tokio::select! {
-                report = pass => report,
-                () = shutdown.cancelled() => return,
-            };
+            if shutdown.is_cancelled() {
+                return;
+            }
+            // A pass is not cut short by shutdown: a mail that was sent is
+            // recorded as delivered, so a restart does not send it again.
+            let report = deliver_due(&engine, &smtp, crate::engine::now_ms()).await;
             if report.delivered + report.failed + report.no_recipient > 0 {
                 tracing::info!(
                     delivered = report.delivered,
