@@ -290,6 +290,11 @@ impl<S: Store> Engine<S> {
         Ok(out)
     }
 
+    /// Commits a change set as the writer does (benches drive `process` by hand).
+    pub fn commit_for_bench(&mut self, changes: Changes) -> Result<(), StoreError> {
+        self.commit(changes)
+    }
+
     fn commit(&mut self, changes: Changes) -> Result<(), StoreError> {
         if changes.is_empty() {
             return Ok(());
