@@ -215,3 +215,36 @@ fn unknown_keys_and_bad_values_are_errors_that_name_them() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("ANTACA_MAX_IN_FLIGHT"), "{err}");
 }
+
+#[test]
+fn log_format_json_writes_one_json_object_per_line() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = antaca()
+        .args(["serve", "--log-format", "json", "--data"])
+        .arg(dir.path().join("data"))
+        .args([
+            "--iso-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--secure-listen",
+            "127.0.0.1:0",
+        ])
+        .env_remove("ANTACA_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut line = String::new();
+    let read = std::io::BufReader::new(stderr).read_line(&mut line);
+    let _ = child.kill();
+    let _ = child.wait();
+    read.expect("a log line");
+    let value: serde_json::Value = serde_json::from_str(line.trim()).expect("a JSON log line");
+    assert_eq!(value["level"], "WARN", "{line}");
+    assert!(value["fields"]["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("zone PIN key")));
+}
