@@ -26,7 +26,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Commands {
     /// Run the engine: ISO 8583 over TCP and the HTTP plane.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Send one ISO 8583 request to a running engine and print the answer (card data masked).
     Send(SendArgs),
     /// Manage administrators of the admin panel (offline, with the server stopped).
@@ -329,7 +329,7 @@ fn main() -> ExitCode {
         }
     }
     let result = match cli.command {
-        Commands::Serve(args) => serve(args),
+        Commands::Serve(args) => serve(*args),
         Commands::Send(args) => send(args),
         Commands::Admin(AdminCommand::Add { data, login, role }) => add_admin(&data, &login, role),
         Commands::Import { data, file } => import(&data, &file),

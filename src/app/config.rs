@@ -426,15 +426,17 @@ mod tests {
 
     #[test]
     fn keys_are_exactly_the_fields() {
-        let mut all = Config::default();
-        all.portfolio = Some("p".into());
-        all.smtp = Some("s:1".into());
-        all.ekyc_url = Some("u".into());
-        all.ekyc_callback_url = Some("c".into());
-        all.ekyc_api_key = Some("k".into());
-        all.ekyc_callback_secret = Some("s".into());
-        all.zpk_hex_env = Some("V".into());
-        all.zpk_hex = Some("00".into());
+        let all = Config {
+            portfolio: Some("p".into()),
+            smtp: Some("s:1".into()),
+            ekyc_url: Some("u".into()),
+            ekyc_callback_url: Some("c".into()),
+            ekyc_api_key: Some("k".into()),
+            ekyc_callback_secret: Some("s".into()),
+            zpk_hex_env: Some("V".into()),
+            zpk_hex: Some("00".into()),
+            ..Config::default()
+        };
         let toml::Value::Table(table) = toml::Value::try_from(&all).expect("table") else {
             panic!("not a table")
         };
