@@ -15,6 +15,34 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+pub mod config;
+
+/// The process's Prometheus recorder, installed by the first call; `None` when
+/// another recorder was installed first (metrics then go there, `/metrics` is empty).
+pub fn metrics_handle() -> Option<&'static metrics_exporter_prometheus::PrometheusHandle> {
+    static HANDLE: std::sync::OnceLock<Option<metrics_exporter_prometheus::PrometheusHandle>> =
+        std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+            const SECONDS: &[f64] = &[
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ];
+            const SIZES: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0, 4096.0];
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS)
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full("antaca_engine_batch_size".into()), SIZES));
+            match builder.and_then(|b| b.install_recorder()) {
+                Ok(handle) => Some(handle),
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics recorder not installed; /metrics stays empty");
+                    None
+                }
+            }
+        })
+        .as_ref()
+}
+
 /// The demo portfolio, embedded so `serve` works from any directory.
 pub const DEMO_PORTFOLIO: &str = include_str!("../fixtures/demo-portfolio.json");
 
@@ -148,6 +176,7 @@ pub fn start_with<S: Store>(
     options: ServeOptions,
 ) -> Result<Running, BoxError> {
     let spec = Spec::load(&options.spec).map_err(|e| format!("spec {:?}: {e}", options.spec))?;
+    let metrics = metrics_handle();
     let mut banner = String::new();
     match &options.portfolio {
         Some(file) => {
@@ -238,6 +267,13 @@ pub fn start_with<S: Store>(
         crate::http::HttpContext::new(handle.clone(), options.http.clone(), Some(ca.clone()));
     http_context.jwe = Some(Arc::new(jwe_keys));
     http_context.card_keys = Some(crate::cards::CardKeys::new(card_secrets));
+    let listeners = Arc::new(crate::http::Listeners {
+        secure: secure
+            .as_ref()
+            .map(|_| std::sync::atomic::AtomicBool::new(false)),
+        ..crate::http::Listeners::default()
+    });
+    http_context.listeners = Some(listeners.clone());
     let http_context = Arc::new(http_context);
     let network_shutdown = shutdown.clone();
     let sweep_interval = options.sweep_interval;
@@ -260,11 +296,19 @@ pub fn start_with<S: Store>(
                     Ok(l) => l,
                     Err(e) => return tracing::error!(error = %e, "http listener"),
                 };
-                let iso = tokio::spawn(crate::server::serve(
-                    iso_listener,
-                    context,
-                    network_shutdown.clone(),
-                ));
+                let up = |flag: &std::sync::atomic::AtomicBool, value: bool| {
+                    flag.store(value, std::sync::atomic::Ordering::Relaxed)
+                };
+                let iso = tokio::spawn({
+                    let listeners = listeners.clone();
+                    let serving =
+                        crate::server::serve(iso_listener, context, network_shutdown.clone());
+                    async move {
+                        up(&listeners.iso, true);
+                        serving.await;
+                        up(&listeners.iso, false);
+                    }
+                });
                 let secure_task = match secure {
                     Some((listener, config)) => match tokio::net::TcpListener::from_std(listener) {
                         Ok(listener) => {
@@ -292,12 +336,22 @@ pub fn start_with<S: Store>(
                                         .await
                                     }
                                 };
-                            Some(tokio::spawn(crate::http::tls::serve_tls(
+                            let serving = crate::http::tls::serve_tls(
                                 listener,
                                 config,
                                 network_shutdown.clone(),
                                 handler,
-                            )))
+                            );
+                            let listeners = listeners.clone();
+                            Some(tokio::spawn(async move {
+                                if let Some(flag) = &listeners.secure {
+                                    up(flag, true);
+                                }
+                                serving.await;
+                                if let Some(flag) = &listeners.secure {
+                                    up(flag, false);
+                                }
+                            }))
                         }
                         Err(e) => {
                             tracing::error!(error = %e, "secure listener");
@@ -306,11 +360,16 @@ pub fn start_with<S: Store>(
                     },
                     None => None,
                 };
-                let http = tokio::spawn(crate::http::serve(
-                    http_listener,
-                    http_context,
-                    network_shutdown.clone(),
-                ));
+                let http = tokio::spawn({
+                    let listeners = listeners.clone();
+                    let serving =
+                        crate::http::serve(http_listener, http_context, network_shutdown.clone());
+                    async move {
+                        up(&listeners.http, true);
+                        serving.await;
+                        up(&listeners.http, false);
+                    }
+                });
                 let notifier = smtp.map(|smtp| {
                     crate::notify::spawn_notifier(
                         network_handle.clone(),
@@ -320,9 +379,16 @@ pub fn start_with<S: Store>(
                     )
                 });
                 let mut tick = tokio::time::interval(sweep_interval);
+                // Histograms keep raw samples until upkeep folds them into buckets: keep memory bounded.
+                let mut upkeep = tokio::time::interval(Duration::from_secs(5));
                 loop {
                     tokio::select! {
                         _ = network_shutdown.cancelled() => break,
+                        _ = upkeep.tick() => {
+                            if let Some(handle) = metrics {
+                                handle.run_upkeep();
+                            }
+                        }
                         _ = tick.tick() => {
                             if network_handle.send(Command::ExpireHolds).await.is_err() { break; }
                         }

@@ -1,12 +1,12 @@
 //! The `antaca` command: parse the command line, then start, import or stop.
 //! No business logic lives here.
 
-use antaca::app::{self, BoxError, ServeOptions};
+use antaca::app::config::{Config, LogFormat};
+use antaca::app::{self, BoxError};
 use antaca::ca::Ca;
 use antaca::engine::{now_ms, EngineConfig};
 use antaca::framing::LengthHeader;
 use antaca::portfolio::{self, Portfolio};
-use antaca::server::IsoConfig;
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -26,7 +26,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Commands {
     /// Run the engine: ISO 8583 over TCP and the HTTP plane.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Send one ISO 8583 request to a running engine and print the answer (card data masked).
     Send(SendArgs),
     /// Manage administrators of the admin panel (offline, with the server stopped).
@@ -86,61 +86,170 @@ enum CaCommand {
     },
 }
 
+/// `serve`'s flags: each overrides the configuration file and `ANTACA_<KEY>`
+/// (see README "Configuration" for every key and its default).
 #[derive(clap::Args)]
 struct ServeArgs {
-    /// Data directory (sled store and data key).
-    #[arg(long, default_value = "./antaca-data")]
-    data: PathBuf,
-    /// ISO 8583 listen address (port 0 picks a free port).
-    #[arg(long, default_value = "127.0.0.1:8583")]
-    iso_listen: String,
-    /// HTTP listen address (port 0 picks a free port).
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    http_listen: String,
-    /// TLS listen address of the partner channel (/secure, client certificates from our CA).
-    #[arg(long, default_value = "127.0.0.1:8443")]
-    secure_listen: String,
-    /// ISO 8583 dialect: a built-in spec name or a path to a spec JSON file.
-    #[arg(long, default_value = "iso87ascii")]
-    spec: String,
+    /// TOML configuration file (keys as in README "Configuration").
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Print the effective configuration (TOML, secrets redacted) and exit.
+    #[arg(long)]
+    print_config: bool,
+    /// Data directory (sled store and data key) [default: ./antaca-data].
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// ISO 8583 listen address; port 0 picks a free port [default: 127.0.0.1:8583].
+    #[arg(long)]
+    iso_listen: Option<String>,
+    /// HTTP listen address; port 0 picks a free port [default: 127.0.0.1:8080].
+    #[arg(long)]
+    http_listen: Option<String>,
+    /// TLS listen address of the partner channel (/secure); empty: none [default: 127.0.0.1:8443].
+    #[arg(long)]
+    secure_listen: Option<String>,
+    /// ISO 8583 dialect: a built-in spec name or a spec JSON file [default: iso87ascii].
+    #[arg(long)]
+    spec: Option<String>,
     /// Load this portfolio into the (empty) store before serving.
     #[arg(long)]
     portfolio: Option<PathBuf>,
-    /// Length header: binary2 (2-byte big-endian) or ascii4 (4 ASCII digits).
-    #[arg(long, default_value = "binary2", value_parser = app::parse_length_header)]
-    length_header: LengthHeader,
-    /// Largest ISO 8583 frame accepted, in bytes.
-    #[arg(long, default_value_t = 8192)]
-    max_frame: usize,
-    /// Most requests in flight on one connection.
-    #[arg(long, default_value_t = 256)]
-    max_in_flight: usize,
-    /// Days an authorization hold blocks funds before it is released.
-    #[arg(long, default_value_t = 7)]
-    hold_expiry_days: u64,
-    /// Minutes an app session lasts.
-    #[arg(long, default_value_t = 10)]
-    customer_session_minutes: u64,
-    /// Minutes an admin session lasts.
-    #[arg(long, default_value_t = 15)]
-    admin_session_minutes: u64,
+    /// Length header: binary2 (2-byte big-endian) or ascii4 (4 ASCII digits) [default: binary2].
+    #[arg(long)]
+    length_header: Option<String>,
+    /// Largest ISO 8583 frame accepted, in bytes [default: 8192].
+    #[arg(long)]
+    max_frame: Option<usize>,
+    /// Most ISO 8583 connections at once [default: 4096].
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// Most requests in flight on one connection [default: 256].
+    #[arg(long)]
+    max_in_flight: Option<usize>,
+    /// Seconds a connection may stay silent with nothing in flight [default: 300].
+    #[arg(long)]
+    idle_timeout_secs: Option<u64>,
+    /// Seconds a begun frame has to arrive whole [default: 10].
+    #[arg(long)]
+    read_timeout_secs: Option<u64>,
+    /// Seconds a client has to take its responses [default: 10].
+    #[arg(long)]
+    write_timeout_secs: Option<u64>,
+    /// Most requests committed in one batch [default: 4096].
+    #[arg(long)]
+    engine_batch_max: Option<usize>,
+    /// Most requests waiting for the writer [default: 65536].
+    #[arg(long)]
+    engine_queue_depth: Option<usize>,
+    /// Days an authorization hold blocks funds before it is released [default: 7].
+    #[arg(long)]
+    hold_expiry_days: Option<u64>,
+    /// Seconds between sweeps of expired holds [default: 60].
+    #[arg(long)]
+    sweep_interval_secs: Option<u64>,
+    /// Minutes an app session lasts [default: 10].
+    #[arg(long)]
+    customer_session_minutes: Option<u64>,
+    /// Minutes an admin session lasts [default: 15].
+    #[arg(long)]
+    admin_session_minutes: Option<u64>,
+    /// Most HTTP connections at once [default: 1024].
+    #[arg(long)]
+    http_max_connections: Option<usize>,
+    /// Largest JSON request body in bytes [default: 65536].
+    #[arg(long)]
+    http_body_limit: Option<usize>,
+    /// Seconds to send HTTP request headers [default: 10].
+    #[arg(long)]
+    http_header_timeout_secs: Option<u64>,
+    /// Seconds to send an HTTP request body [default: 30].
+    #[arg(long)]
+    http_body_timeout_secs: Option<u64>,
     /// SMTP relay (HOST:PORT) for partner notifications; without it they wait in the outbox.
     #[arg(long)]
     smtp: Option<String>,
-    /// Sender address of notifications.
-    #[arg(long, default_value = "antaca@localhost")]
-    smtp_from: String,
+    /// Sender address of notifications [default: antaca@localhost].
+    #[arg(long)]
+    smtp_from: Option<String>,
+    /// Seconds an SMTP delivery may take [default: 30].
+    #[arg(long)]
+    smtp_timeout_secs: Option<u64>,
+    /// Seconds between looks at the outbox [default: 2].
+    #[arg(long)]
+    notify_interval_secs: Option<u64>,
     /// eKYC provider endpoint (http://…); its key is read from ANTACA_EKYC_API_KEY and the
-    /// callback secret from ANTACA_EKYC_CALLBACK_SECRET.
+    /// callback secret from ANTACA_EKYC_CALLBACK_SECRET (or the configuration file).
     #[arg(long)]
     ekyc_url: Option<String>,
     /// The URL the eKYC provider calls back (this server's /kyc/callback as the provider reaches it).
     #[arg(long)]
     ekyc_callback_url: Option<String>,
+    /// Seconds an eKYC provider call may take [default: 10].
+    #[arg(long)]
+    ekyc_timeout_secs: Option<u64>,
     /// Name of the environment variable holding the zone PIN key (32 or 48 hex
     /// digits); never the key itself. Without it PIN blocks cannot be verified.
     #[arg(long, value_name = "VAR")]
     zpk_hex_env: Option<String>,
+    /// Log format: human or json [default: human].
+    #[arg(long, value_parser = ["human", "json"])]
+    log_format: Option<String>,
+    /// Log filter, tracing directives (also ANTACA_LOG) [default: info].
+    #[arg(long)]
+    log_filter: Option<String>,
+}
+
+impl ServeArgs {
+    /// Puts every flag given over `config`.
+    fn apply(self, config: &mut Config) -> Result<(), BoxError> {
+        macro_rules! set {
+            ($($field:ident),*) => {
+                $(if let Some(v) = self.$field { config.$field = v; })*
+            };
+        }
+        macro_rules! set_some {
+            ($($field:ident),*) => {
+                $(if let Some(v) = self.$field { config.$field = Some(v); })*
+            };
+        }
+        set!(
+            data,
+            iso_listen,
+            http_listen,
+            secure_listen,
+            spec,
+            length_header,
+            max_frame,
+            max_connections,
+            max_in_flight,
+            idle_timeout_secs,
+            read_timeout_secs,
+            write_timeout_secs,
+            engine_batch_max,
+            engine_queue_depth,
+            hold_expiry_days,
+            sweep_interval_secs,
+            customer_session_minutes,
+            admin_session_minutes,
+            http_max_connections,
+            http_body_limit,
+            http_header_timeout_secs,
+            http_body_timeout_secs,
+            smtp_from,
+            smtp_timeout_secs,
+            notify_interval_secs,
+            ekyc_timeout_secs,
+            log_filter
+        );
+        set_some!(portfolio, smtp, ekyc_url, ekyc_callback_url, zpk_hex_env);
+        if let Some(format) = self.log_format {
+            config.log_format = match format.as_str() {
+                "json" => LogFormat::Json,
+                _ => LogFormat::Human,
+            };
+        }
+        Ok(())
+    }
 }
 
 #[derive(Subcommand)]
@@ -196,17 +305,31 @@ struct SendArgs {
     original: Option<String>,
 }
 
+/// Sends logs to standard error in `format`, filtered by `filter`.
+fn init_logging(format: LogFormat, filter: &str) -> Result<(), BoxError> {
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| format!("log filter: {e}"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let installed = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Human => builder.try_init(),
+    };
+    installed.map_err(|e| format!("logging: {e}").into())
+}
+
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ANTACA_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    if !matches!(cli.command, Commands::Serve(_)) {
+        let filter = std::env::var("ANTACA_LOG").unwrap_or_else(|_| "info".into());
+        if let Err(e) = init_logging(LogFormat::Human, &filter) {
+            eprintln!("antaca: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     let result = match cli.command {
-        Commands::Serve(args) => serve(args),
+        Commands::Serve(args) => serve(*args),
         Commands::Send(args) => send(args),
         Commands::Admin(AdminCommand::Add { data, login, role }) => add_admin(&data, &login, role),
         Commands::Import { data, file } => import(&data, &file),
@@ -362,40 +485,43 @@ fn send(args: SendArgs) -> Result<(), BoxError> {
     Ok(())
 }
 
-fn serve(args: ServeArgs) -> Result<(), BoxError> {
-    let options = ServeOptions {
-        data: args.data,
-        iso_listen: args.iso_listen,
-        http_listen: args.http_listen,
-        secure_listen: Some(args.secure_listen),
-        spec: args.spec,
-        portfolio: args.portfolio,
-        iso: IsoConfig {
-            header: args.length_header,
-            max_frame: args.max_frame,
-            max_in_flight: args.max_in_flight,
-            ..IsoConfig::default()
-        },
-        engine: EngineConfig {
-            hold_expiry: Duration::from_secs(args.hold_expiry_days.saturating_mul(24 * 3600)),
-            ..EngineConfig::default()
-        },
-        http: antaca::http::HttpConfig {
-            customer_session: Duration::from_secs(args.customer_session_minutes.saturating_mul(60)),
-            admin_session: Duration::from_secs(args.admin_session_minutes.saturating_mul(60)),
-            kyc_provider: ekyc_config(args.ekyc_url, args.ekyc_callback_url)?,
-            ..antaca::http::HttpConfig::default()
-        },
-        smtp: match args.smtp {
-            Some(relay) => Some(smtp_config(&relay, args.smtp_from)?),
-            None => None,
-        },
-        zpk: match &args.zpk_hex_env {
-            Some(var) => Some(zone_pin_key(var)?),
-            None => None,
-        },
-        ..ServeOptions::default()
+/// The effective configuration: defaults < file < `ANTACA_<KEY>` < flags.
+fn resolve_config(args: ServeArgs) -> Result<Config, BoxError> {
+    let text = match &args.config {
+        Some(path) => {
+            Some(std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?)
+        }
+        None => None,
     };
+    let origin = args
+        .config
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let env = |name: &str| match std::env::var(name) {
+        Ok(value) => Some(value),
+        // The long-standing log filter variable, below ANTACA_LOG_FILTER.
+        Err(_) if name == "ANTACA_LOG_FILTER" => std::env::var("ANTACA_LOG").ok(),
+        Err(_) => None,
+    };
+    let mut config = Config::resolve(text.as_deref().map(|t| (origin.as_str(), t)), env)?;
+    args.apply(&mut config)?;
+    Ok(config)
+}
+
+fn serve(args: ServeArgs) -> Result<(), BoxError> {
+    let print = args.print_config;
+    let config = resolve_config(args)?;
+    if print {
+        print!("{}", config.to_redacted_toml()?);
+        return Ok(());
+    }
+    init_logging(config.log_format, &config.log_filter)?;
+    let mut options = config.to_serve_options()?;
+    options.zpk = config.zone_pin_key(|var| std::env::var(var).ok())?;
+    if let Some(key) = &options.zpk {
+        println!("zone PIN key check value {}", key.check_value());
+    }
     let running = app::start(options)?;
     print!("{}", running.banner);
     use std::io::Write;
@@ -405,46 +531,6 @@ fn serve(args: ServeArgs) -> Result<(), BoxError> {
     running.stop();
     println!("stopped");
     Ok(())
-}
-
-/// Reads the zone PIN key from the environment variable `var`; errors name the variable, never the key.
-fn zone_pin_key(var: &str) -> Result<antaca::pinblock::ZonePinKey, BoxError> {
-    let hex =
-        std::env::var(var).map_err(|_| format!("--zpk-hex-env: set {var} to the zone PIN key"))?;
-    let key = antaca::pinblock::ZonePinKey::from_hex(hex.trim())
-        .map_err(|e| format!("--zpk-hex-env: {var}: {e}"))?;
-    println!("zone PIN key check value {}", key.check_value());
-    Ok(key)
-}
-
-fn smtp_config(relay: &str, from: String) -> Result<antaca::notify::SmtpConfig, BoxError> {
-    let (host, port) = relay.rsplit_once(':').ok_or("--smtp is HOST:PORT")?;
-    let port = port.parse().map_err(|_| "--smtp port is a number")?;
-    Ok(antaca::notify::SmtpConfig {
-        host: host.to_string(),
-        port,
-        from,
-        timeout: Duration::from_secs(30),
-    })
-}
-
-fn ekyc_config(
-    url: Option<String>,
-    callback: Option<String>,
-) -> Result<Option<antaca::kyc_provider::ProviderConfig>, BoxError> {
-    let Some(url) = url else { return Ok(None) };
-    let callback_url = callback.ok_or("--ekyc-url needs --ekyc-callback-url")?;
-    let api_key = std::env::var("ANTACA_EKYC_API_KEY")
-        .map_err(|_| "set ANTACA_EKYC_API_KEY for --ekyc-url")?;
-    let secret = std::env::var("ANTACA_EKYC_CALLBACK_SECRET")
-        .map_err(|_| "set ANTACA_EKYC_CALLBACK_SECRET for --ekyc-url")?;
-    Ok(Some(antaca::kyc_provider::ProviderConfig {
-        url,
-        api_key,
-        callback_secret: secret.into_bytes(),
-        callback_url,
-        timeout: Duration::from_secs(10),
-    }))
 }
 
 /// Blocks until SIGINT or SIGTERM.

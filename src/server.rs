@@ -13,7 +13,7 @@ use bytes::{Bytes, BytesMut};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
@@ -33,6 +33,8 @@ pub struct IsoConfig {
     pub max_in_flight: usize,
     /// A connection with nothing in flight and no bytes for this long is closed.
     pub idle_timeout: Duration,
+    /// A frame begun (some bytes, e.g. its length header) but not complete this long after is dropped with its connection.
+    pub read_timeout: Duration,
     /// A client that does not take its responses for this long is disconnected.
     pub write_timeout: Duration,
 }
@@ -45,6 +47,7 @@ impl Default for IsoConfig {
             max_connections: 4096,
             max_in_flight: 256,
             idle_timeout: Duration::from_secs(300),
+            read_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(10),
         }
     }
@@ -89,8 +92,11 @@ pub async fn serve(listener: TcpListener, context: Arc<IsoContext>, shutdown: Ca
                 backoff = Duration::from_millis(1);
                 let context = context.clone();
                 let shutdown = shutdown.clone();
+                metrics::counter!("antaca_iso_connections_total").increment(1);
+                metrics::gauge!("antaca_iso_connections_open").increment(1.0);
                 tasks.spawn(async move {
                     let _permit = permit;
+                    let _open = OpenConnection;
                     if let Err(e) = Connection::new(socket, peer, context).run(shutdown).await {
                         tracing::debug!(%peer, error = %e, "connection closed");
                     }
@@ -106,6 +112,24 @@ pub async fn serve(listener: TcpListener, context: Arc<IsoContext>, shutdown: Ca
         while tasks.try_join_next().is_some() {}
     }
     while tasks.join_next().await.is_some() {}
+}
+
+/// Counts an open connection in the gauge until dropped (also when its task panics).
+struct OpenConnection;
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        metrics::gauge!("antaca_iso_connections_open").decrement(1.0);
+    }
+}
+
+/// A metric label for an MTI or response code: its digits/letters, never anything else.
+fn label(value: &[u8], len: usize) -> String {
+    if value.len() == len && value.iter().all(u8::is_ascii_alphanumeric) {
+        String::from_utf8_lossy(value).into_owned()
+    } else {
+        "other".to_string()
+    }
 }
 
 /// Why a connection ended early.
@@ -140,7 +164,7 @@ struct Connection {
     read_buf: BytesMut,
     write_buf: BytesMut,
     scratch: BytesMut,
-    in_flight: HashMap<u64, Message>,
+    in_flight: HashMap<u64, (Message, Instant)>,
     next_tag: u64,
     replies_tx: mpsc::UnboundedSender<(u64, AuthResponse)>,
     replies_rx: mpsc::UnboundedReceiver<(u64, AuthResponse)>,
@@ -171,6 +195,9 @@ impl Connection {
         let mut reading = true;
         let idle = self.context.config.idle_timeout;
         let max_in_flight = self.context.config.max_in_flight;
+        let read_timeout = self.context.config.read_timeout;
+        // When the first byte of a frame not yet complete arrived: that frame must be whole by then + read_timeout.
+        let mut partial_since: Option<tokio::time::Instant> = None;
         loop {
             if !self.write_buf.is_empty() {
                 // Bounded: a client that stops reading loses its connection, not
@@ -208,10 +235,23 @@ impl Connection {
                         continue;
                     }
                     self.read_frames().await?;
+                    partial_since = match (self.read_buf.is_empty(), partial_since) {
+                        (true, _) => None,
+                        (false, Some(since)) => Some(since),
+                        (false, None) => Some(tokio::time::Instant::now()),
+                    };
                 }
                 _ = shutdown.cancelled(), if reading => {
                     // Stop taking requests; the loop ends once in-flight ones are answered.
                     reading = false;
+                }
+                _ = tokio::time::sleep_until(partial_since.unwrap_or_else(tokio::time::Instant::now) + read_timeout), if reading && partial_since.is_some() => {
+                    tracing::debug!(peer = %self.peer, "read timeout: a frame was begun and not completed");
+                    metrics::counter!("antaca_iso_read_timeouts_total").increment(1);
+                    return Err(ConnectionError::Io(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "a frame was begun and not completed in time",
+                    )));
                 }
                 _ = tokio::time::sleep(idle), if self.in_flight.is_empty() => {
                     tracing::debug!(peer = %self.peer, "idle timeout");
@@ -289,7 +329,7 @@ impl Connection {
         }
         let tag = self.next_tag;
         self.next_tag += 1;
-        self.in_flight.insert(tag, message);
+        self.in_flight.insert(tag, (message, Instant::now()));
         let command = Command::Iso {
             request: Box::new(request),
             reply: Reply::Channel {
@@ -299,7 +339,7 @@ impl Connection {
         };
         if context.engine.send(command).await.is_err() {
             // The writer is gone (shutting down or failed): say so rather than leave the request unanswered.
-            if let Some(message) = self.in_flight.remove(&tag) {
+            if let Some((message, _)) = self.in_flight.remove(&tag) {
                 self.respond_now(&message, Outcome::SystemMalfunction);
             }
         }
@@ -307,19 +347,22 @@ impl Connection {
     }
 
     fn answer(&mut self, tag: u64, response: &AuthResponse) {
-        let Some(request) = self.in_flight.remove(&tag) else {
+        let Some((request, started)) = self.in_flight.remove(&tag) else {
             return;
         };
         let message = protocol::build_response(&request, response, self.context.profile);
+        record(&request, &message, started);
         self.write_message(&message);
     }
 
     fn respond_now(&mut self, request: &Message, outcome: Outcome) {
         let message = protocol::build_error_response(request, outcome, self.context.profile);
+        record(request, &message, Instant::now());
         self.write_message(&message);
     }
 
     fn write_message(&mut self, message: &Message) {
+        metrics::gauge!("antaca_engine_queue_depth").set(self.context.engine.queue_len() as f64);
         self.scratch.clear();
         if let Err(e) = self.context.spec.encode(message, &mut self.scratch) {
             tracing::error!(peer = %self.peer, error = %e, "cannot encode a response");
@@ -333,4 +376,13 @@ impl Connection {
             tracing::error!(peer = %self.peer, error = %e, "cannot frame a response");
         }
     }
+}
+
+/// Records one answer: latency per request MTI, count per MTI and response code.
+fn record(request: &Message, response: &Message, started: Instant) {
+    let mti = label(&request.mti(), 4);
+    let code = label(response.get(39).unwrap_or(b""), 2);
+    metrics::histogram!("antaca_iso_request_duration_seconds", "mti" => mti.clone())
+        .record(started.elapsed().as_secs_f64());
+    metrics::counter!("antaca_iso_responses_total", "mti" => mti, "code" => code).increment(1);
 }

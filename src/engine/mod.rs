@@ -114,6 +114,35 @@ impl std::error::Error for ApplyError {}
 #[derive(Clone)]
 pub struct EngineHandle {
     tx: mpsc::Sender<Command>,
+    status: std::sync::Arc<WriterStatus>,
+}
+
+/// What the writer last did with the store, for readiness probes.
+#[derive(Debug, Default)]
+pub struct WriterStatus {
+    last_batch_ms: std::sync::atomic::AtomicU64,
+    last_commit_ms: std::sync::atomic::AtomicU64,
+    last_commit_failed: std::sync::atomic::AtomicBool,
+}
+
+impl WriterStatus {
+    /// When the writer last finished a batch (ms since the epoch; 0: never).
+    pub fn last_batch_ms(&self) -> u64 {
+        self.last_batch_ms
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// When the store last committed a non-empty batch (ms since the epoch; 0: never).
+    pub fn last_commit_ms(&self) -> u64 {
+        self.last_commit_ms
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// True when the last commit the writer attempted failed.
+    pub fn last_commit_failed(&self) -> bool {
+        self.last_commit_failed
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// The writer stopped (shut down or failed).
@@ -129,6 +158,16 @@ impl std::fmt::Display for EngineStopped {
 impl std::error::Error for EngineStopped {}
 
 impl EngineHandle {
+    /// What the writer last did with the store.
+    pub fn status(&self) -> &WriterStatus {
+        &self.status
+    }
+
+    /// Commands waiting for the writer now.
+    pub fn queue_len(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
     /// Queues a command, waiting while the queue is full.
     pub async fn send(&self, command: Command) -> Result<(), EngineStopped> {
         self.tx.send(command).await.map_err(|_| EngineStopped)
@@ -318,16 +357,20 @@ impl<S: Store> Engine<S> {
 
     /// Starts the writer on its own thread and returns the handle that feeds it.
     pub fn spawn(self) -> std::io::Result<(EngineHandle, std::thread::JoinHandle<()>)> {
-        let (tx, rx) = mpsc::channel(self.config.queue_depth);
+        let (tx, rx) = mpsc::channel(self.config.queue_depth.max(1));
+        let status = std::sync::Arc::new(WriterStatus::default());
+        let writer_status = status.clone();
         let thread = std::thread::Builder::new()
             .name("antaca-writer".into())
-            .spawn(move || self.run(rx))?;
-        Ok((EngineHandle { tx }, thread))
+            .spawn(move || self.run(rx, &writer_status))?;
+        Ok((EngineHandle { tx, status }, thread))
     }
 
     /// The writer loop: gather, decide, commit once, answer. Ends when every handle is dropped.
-    fn run(mut self, mut rx: mpsc::Receiver<Command>) {
-        let mut commands = Vec::with_capacity(self.config.batch_max);
+    fn run(mut self, mut rx: mpsc::Receiver<Command>, status: &WriterStatus) {
+        use std::sync::atomic::Ordering;
+        let batch_max = self.config.batch_max.max(1);
+        let mut commands = Vec::with_capacity(batch_max);
         let mut replies: Vec<(Reply, AuthResponse)> = Vec::with_capacity(self.config.batch_max);
         let mut inspects: Vec<Inspect> = Vec::new();
         let mut deliveries: Vec<Delivery> = Vec::new();
@@ -336,13 +379,14 @@ impl<S: Store> Engine<S> {
                 break;
             };
             commands.push(first);
-            while commands.len() < self.config.batch_max {
+            while commands.len() < batch_max {
                 match rx.try_recv() {
                     Ok(command) => commands.push(command),
                     Err(_) => break,
                 }
             }
             let now = now_ms();
+            let batch_len = commands.len();
             let mut changes = Changes::default();
             for command in commands.drain(..) {
                 match command {
@@ -356,8 +400,25 @@ impl<S: Store> Engine<S> {
                 }
             }
             let batch_size = replies.len();
+            let writes = !changes.is_empty();
+            let flush_started = std::time::Instant::now();
             let committed = self.commit(changes);
+            let done = now_ms();
+            if writes {
+                metrics::histogram!("antaca_engine_commit_seconds")
+                    .record(flush_started.elapsed().as_secs_f64());
+                metrics::histogram!("antaca_engine_batch_size").record(batch_len as f64);
+                if committed.is_ok() {
+                    status.last_commit_ms.store(done, Ordering::Relaxed);
+                }
+            }
+            metrics::gauge!("antaca_engine_queue_depth").set(rx.len() as f64);
+            status
+                .last_commit_failed
+                .store(committed.is_err(), Ordering::Relaxed);
+            status.last_batch_ms.store(done, Ordering::Relaxed);
             if let Err(e) = &committed {
+                metrics::counter!("antaca_engine_commit_failures_total").increment(1);
                 tracing::error!(error = %e, batch_size, "commit failed; answering the batch with system malfunction");
                 for (_, response) in &mut replies {
                     *response = AuthResponse::outcome(Outcome::SystemMalfunction);

@@ -27,8 +27,11 @@ use tokio_util::sync::CancellationToken;
 /// The OpenAPI document of the HTTP plane (served at `/openapi.json`).
 pub const OPENAPI: &str = include_str!("../../specs/openapi.json");
 
-/// Most HTTP connections at once on the plain listener; more wait in the backlog.
+/// Most HTTP connections at once on the plain listener by default; more wait in the backlog.
 pub const CONNECTIONS_MAX: usize = 1024;
+
+/// Largest JSON request body by default, in bytes.
+pub const BODY_LIMIT: usize = 64 * 1024;
 
 /// When repeated wrong passwords lock an administrator's login, and for how long.
 #[derive(Clone, Copy, Debug)]
@@ -56,6 +59,21 @@ pub struct HttpConfig {
     pub body_timeout: Duration,
     /// The external eKYC provider, if automatic KYC is offered.
     pub kyc_provider: Option<crate::kyc_provider::ProviderConfig>,
+    /// Most connections at once on the plain listener; more wait in the backlog.
+    pub max_connections: usize,
+    /// Largest JSON request body, in bytes (document uploads have their own limit).
+    pub body_limit: usize,
+}
+
+/// Which listeners are up, for the readiness probe.
+#[derive(Debug, Default)]
+pub struct Listeners {
+    /// The ISO 8583 listener accepts.
+    pub iso: std::sync::atomic::AtomicBool,
+    /// The plain HTTP listener accepts.
+    pub http: std::sync::atomic::AtomicBool,
+    /// The TLS listener accepts; `None`: none is configured.
+    pub secure: Option<std::sync::atomic::AtomicBool>,
 }
 
 impl Default for HttpConfig {
@@ -71,6 +89,8 @@ impl Default for HttpConfig {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             kyc_provider: None,
+            max_connections: CONNECTIONS_MAX,
+            body_limit: BODY_LIMIT,
         }
     }
 }
@@ -103,6 +123,12 @@ pub struct HttpContext {
     pub jwe: Option<Arc<crate::jwe::ServerKeys>>,
     /// Keyed hashes, the PAN vault and the CVK for card operations.
     pub card_keys: Option<crate::cards::CardKeys>,
+    /// Most connections at once on the plain listener.
+    pub max_connections: usize,
+    /// Largest JSON request body, in bytes.
+    pub body_limit: usize,
+    /// Which listeners are up (`None`: not tracked, taken as up).
+    pub listeners: Option<Arc<Listeners>>,
 }
 
 impl HttpContext {
@@ -126,6 +152,9 @@ impl HttpContext {
             identity_max_age_secs: crate::trusted_identity::MAX_AGE_SECS_DEFAULT,
             jwe: None,
             card_keys: None,
+            max_connections: config.max_connections.max(1),
+            body_limit: config.body_limit,
+            listeners: None,
         }
     }
 }
@@ -137,13 +166,37 @@ pub async fn handle(
     request: Request<Incoming>,
     partner: Option<String>,
 ) -> Response<Full<Bytes>> {
-    routes::dispatch(ctx, request, partner.as_deref()).await
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
+    let pattern = routes::pattern_of(&ctx.routes, &method, request.uri().path());
+    let response = routes::dispatch(ctx, request, partner.as_deref()).await;
+    // Labels are the route's pattern and the method, never the raw path (it may carry ids).
+    let method: &'static str = match method.as_str() {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        _ => "OTHER",
+    };
+    metrics::counter!(
+        "antaca_http_requests_total",
+        "method" => method,
+        "route" => pattern,
+        "status" => response.status().as_str().to_string()
+    )
+    .increment(1);
+    metrics::histogram!("antaca_http_request_duration_seconds", "route" => pattern)
+        .record(started.elapsed().as_secs_f64());
+    response
 }
 
 /// Serves the plain HTTP/1.1 listener (app and admin channels) until `shutdown`.
 pub async fn serve(listener: TcpListener, ctx: Arc<HttpContext>, shutdown: CancellationToken) {
     let mut tasks = tokio::task::JoinSet::new();
-    let permits = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS_MAX));
+    let permits = Arc::new(tokio::sync::Semaphore::new(ctx.max_connections));
     loop {
         let permit = tokio::select! {
             _ = shutdown.cancelled() => break,

@@ -220,7 +220,25 @@ pub fn routes() -> Vec<Route> {
         route!(DELETE "/admin/cards/{cardId}", Admin(MANAGERS), card_routes::remove),
         route!(POST "/admin/cards/{cardId}/cvv", Admin(ANY_ROLE), card_routes::reset_cvv, Encryption::Required),
         route!(POST "/admin/cards/{cardId}/personalised", Admin(MANAGERS), card_routes::personalised),
+        // Operations.
+        route!(GET "/ready", Public, ready),
+        route!(GET "/metrics", Public, metrics_text),
     ]
+}
+
+/// The pattern of the route `method` and `path` reach (for metrics labels):
+/// the route with that method, else any route of that path, else `"unmatched"`.
+pub fn pattern_of(routes: &[Route], method: &Method, path: &str) -> &'static str {
+    let mut by_path = None;
+    for route in routes {
+        if match_path(route.pattern, path).is_some() {
+            if route.method == *method {
+                return route.pattern;
+            }
+            by_path.get_or_insert(route.pattern);
+        }
+    }
+    by_path.unwrap_or("unmatched")
 }
 
 /// Matches a path against a pattern; returns the parameters.
@@ -342,7 +360,12 @@ pub async fn dispatch(
             Ok(who) => who,
             Err(e) => return e.response(),
         };
-        let body = match read_body(&ctx, body, body_limit(route.pattern)).await {
+        let limit = if route.pattern.ends_with("/documents/{kind}") {
+            body_limit(route.pattern)
+        } else {
+            ctx.body_limit
+        };
+        let body = match read_body(&ctx, body, limit).await {
             Ok(body) => body,
             Err(e) => return e.response(),
         };
@@ -549,6 +572,79 @@ async fn health(ctx: Arc<HttpContext>, _call: Call) -> Result<HttpResponse, ApiE
             "the authorization engine is not answering",
         )),
     }
+}
+
+/// Readiness: the writer answers, its last commit did not fail, every listener is up.
+async fn ready(ctx: Arc<HttpContext>, _call: Call) -> Result<HttpResponse, ApiError> {
+    use std::sync::atomic::Ordering;
+    let writer = tokio::time::timeout(
+        std::time::Duration::from_secs(1),
+        ctx.engine.inspect(|_| ()),
+    )
+    .await
+    .is_ok_and(|answered| answered.is_ok());
+    let status = ctx.engine.status();
+    let commit_ok = !status.last_commit_failed();
+    let last_commit_ms = status.last_commit_ms();
+    let now = now_ms();
+    let (iso, http, secure) = match &ctx.listeners {
+        Some(l) => (
+            l.iso.load(Ordering::Relaxed),
+            l.http.load(Ordering::Relaxed),
+            l.secure.as_ref().map(|s| s.load(Ordering::Relaxed)),
+        ),
+        None => (true, true, None),
+    };
+    let listeners_ok = iso && http && secure.unwrap_or(true);
+    let details = serde_json::json!({
+        "writer": writer,
+        "store": {
+            "lastCommitOk": commit_ok,
+            "lastCommitAgeMs": (last_commit_ms > 0).then(|| now.saturating_sub(last_commit_ms)),
+        },
+        "listeners": { "iso": iso, "http": http, "secure": secure },
+    });
+    if writer && commit_ok && listeners_ok {
+        let mut body = details;
+        body["status"] = serde_json::json!("ready");
+        return ok(&body);
+    }
+    let mut failing = Vec::new();
+    if !writer {
+        failing.push("the writer is not answering");
+    }
+    if !commit_ok {
+        failing.push("the last commit failed");
+    }
+    if !listeners_ok {
+        failing.push("a listener is down");
+    }
+    let body = serde_json::json!({
+        "code": "NOT_READY",
+        "message": format!("not ready: {}", failing.join("; ")),
+        "details": details,
+    });
+    let mut response =
+        hyper::Response::new(http_body_util::Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
+}
+
+/// The Prometheus text exposition of this process's metrics.
+async fn metrics_text(_ctx: Arc<HttpContext>, _call: Call) -> Result<HttpResponse, ApiError> {
+    let text = crate::app::metrics_handle()
+        .map(|handle| handle.render())
+        .unwrap_or_default();
+    let mut response = hyper::Response::new(http_body_util::Full::new(Bytes::from(text)));
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    Ok(response)
 }
 
 async fn openapi(_ctx: Arc<HttpContext>, _call: Call) -> Result<HttpResponse, ApiError> {
