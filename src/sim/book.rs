@@ -67,6 +67,8 @@ pub struct Book {
     pub good: Vec<usize>,
     /// Indexes of cards that must never be approved.
     pub bad: Vec<usize>,
+    /// A card that can be approved, by the first balance it spends from.
+    pub spender: HashMap<usize, usize>,
 }
 
 /// Current YYMM (UTC).
@@ -151,6 +153,7 @@ impl Book {
                 book.bad.push(i);
             } else {
                 book.good.push(i);
+                book.spender.entry(legs[0]).or_insert(i);
             }
             book.cards.push(SimCard {
                 id: card.id.clone(),

@@ -266,7 +266,6 @@ impl Dialect {
     }
 }
 
-const ACQUIRER: &str = "654321";
 const MAX_OPEN_AUTHS: usize = 4096;
 const MAX_ANSWERED: usize = 512;
 const MAX_NOTES: usize = 20;
@@ -371,6 +370,9 @@ struct Conn {
     checks: Checks,
     rng: StdRng,
     terminal: String,
+    /// Field 32: one acquirer per connection, because field 90/56 names an
+    /// original by MTI, STAN, date-time and acquirer, without the terminal.
+    acquirer: String,
     stan: u32,
     clock_secs: u64,
     clock: (String, String, String, String),
@@ -425,7 +427,7 @@ impl Conn {
         );
         m.set(13, self.clock.3.clone());
         m.set(18, "5411".to_string());
-        m.set(32, ACQUIRER.to_string());
+        m.set(32, self.acquirer.clone());
         m.set(37, format!("{:04}{stan:08}", self.index % 10_000));
         m.set(41, self.terminal.clone());
         m.set(42, "SIMMERCHANT0001".to_string());
@@ -449,13 +451,14 @@ impl Conn {
     fn set_original(&self, m: &mut Message, original: &Message) {
         let f = |n: usize| String::from_utf8_lossy(original.get(n).unwrap_or_default()).into_owned();
         let mti = String::from_utf8_lossy(&original.mti()).into_owned();
+        let acquirer = f(32);
         if self.dialect.iso93 {
             m.set(
                 56,
-                format!("{mti}{}{}{:02}{ACQUIRER}", f(11), f(12), ACQUIRER.len()),
+                format!("{mti}{}{}{:02}{acquirer}", f(11), f(12), acquirer.len()),
             );
         } else {
-            m.set(90, format!("{mti}{}{}{ACQUIRER:0>11}{:0>11}", f(11), f(7), "0"));
+            m.set(90, format!("{mti}{}{}{acquirer:0>11}{:0>11}", f(11), f(7), "0"));
         }
     }
 
@@ -537,21 +540,26 @@ impl Conn {
                 )
             }
             Kind::Refund => {
-                let c = self.good_card();
-                let card = &book.cards[c];
-                // Give back what this connection took from the card's balance, so balances
-                // stay near their opening amounts for any duration.
-                let taken = -self
+                // Give back what this connection took from the balance it drained most,
+                // so balances stay near their opening amounts for any duration.
+                let drained = self
                     .result
                     .deltas
-                    .get(&card.legs[0])
-                    .map(|d| d.0)
-                    .unwrap_or(0);
-                let amount = if taken > 0 {
-                    taken.min(HUGE_AMOUNT)
-                } else {
-                    self.small_amount(card)
+                    .iter()
+                    .filter(|(leg, d)| d.0 < 0 && book.spender.contains_key(leg))
+                    .min_by_key(|(leg, d)| (d.0, **leg))
+                    .map(|(leg, d)| (*leg, -d.0));
+                let (c, amount) = match drained {
+                    Some((leg, taken)) => (
+                        book.spender.get(&leg).copied().unwrap_or(book.good[0]),
+                        taken.min(HUGE_AMOUNT),
+                    ),
+                    None => {
+                        let c = self.good_card();
+                        (c, self.small_amount(&book.cards[c]))
+                    }
                 };
+                let card = &book.cards[c];
                 let mut m = self.request(b"0200", card, "200000", amount);
                 m.set(14, card.expiry.clone());
                 pending(kind, Some(c), amount, 0, m, Expect::Approved)
@@ -1078,6 +1086,7 @@ fn new_conn(
         checks: config.checks,
         rng: StdRng::seed_from_u64(config.seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
         terminal,
+        acquirer: format!("6{:05}", index % 100_000),
         stan: 0,
         clock_secs: 0,
         clock: Default::default(),
