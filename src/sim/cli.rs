@@ -97,8 +97,7 @@ pub fn main(args: SimArgs) -> Result<(), SimError> {
     let report = super::run_blocking(config)?;
     print!("{}", report.summary());
     if let Some(path) = args.json.first() {
-        std::fs::write(path, report.to_json())
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::write(path, report.to_json()).map_err(|e| format!("{}: {e}", path.display()))?;
         println!("report written to {}", path.display());
     }
     if report.is_clean() {
@@ -145,10 +144,9 @@ fn plot(out: &PathBuf, inputs: &[PathBuf]) -> Result<(), SimError> {
     }
     let mut series = Vec::new();
     for path in inputs {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let report =
-            Report::from_json(&text).map_err(|e| format!("{}: not a sim report: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let report = Report::from_json(&text)
+            .map_err(|e| format!("{}: not a sim report: {e}", path.display()))?;
         let label = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())

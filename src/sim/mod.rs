@@ -300,7 +300,10 @@ enum Expect {
     ApprovedOrInsufficient,
     Declined,
     Insufficient,
-    Replay { code: Bytes, approval: Option<Bytes> },
+    Replay {
+        code: Bytes,
+        approval: Option<Bytes>,
+    },
 }
 
 struct Pending {
@@ -393,7 +396,11 @@ impl Conn {
 
     fn next_stan(&mut self) -> u32 {
         loop {
-            self.stan = if self.stan >= 999_999 { 1 } else { self.stan + 1 };
+            self.stan = if self.stan >= 999_999 {
+                1
+            } else {
+                self.stan + 1
+            };
             if !self.pending.contains_key(&self.stan) {
                 return self.stan;
             }
@@ -449,7 +456,8 @@ impl Conn {
 
     /// Field 90 (1987) or 56 (1993) naming `original`.
     fn set_original(&self, m: &mut Message, original: &Message) {
-        let f = |n: usize| String::from_utf8_lossy(original.get(n).unwrap_or_default()).into_owned();
+        let f =
+            |n: usize| String::from_utf8_lossy(original.get(n).unwrap_or_default()).into_owned();
         let mti = String::from_utf8_lossy(&original.mti()).into_owned();
         let acquirer = f(32);
         if self.dialect.iso93 {
@@ -458,7 +466,10 @@ impl Conn {
                 format!("{mti}{}{}{:02}{acquirer}", f(11), f(12), acquirer.len()),
             );
         } else {
-            m.set(90, format!("{mti}{}{}{acquirer:0>11}{:0>11}", f(11), f(7), "0"));
+            m.set(
+                90,
+                format!("{mti}{}{}{acquirer:0>11}{:0>11}", f(11), f(7), "0"),
+            );
         }
     }
 
@@ -523,7 +534,8 @@ impl Conn {
                 let card = &book.cards[original.card];
                 let (mti, amount) = if kind == Kind::Completion {
                     // Completions may differ from the hold (tips, fuel): 80–120 %.
-                    let amount = (original.amount * self.rng.gen_range(80..=120) / 100).max(1);
+                    let amount = (original.amount * self.rng.gen_range(80..=120) / 100)
+                        .clamp(1, HUGE_AMOUNT);
                     (b"0220", amount)
                 } else {
                     (b"0400", original.amount)
@@ -602,7 +614,11 @@ impl Conn {
                 if choice == 1 {
                     let amount = self.small_amount(card);
                     let mut m = self.request(b"0100", card, "000000", amount);
-                    let wrong = if card.expiry == "2001" { "2002" } else { "2001" };
+                    let wrong = if card.expiry == "2001" {
+                        "2002"
+                    } else {
+                        "2001"
+                    };
                     m.set(14, wrong.to_string());
                     pending(kind, Some(c), amount, 0, m, Expect::Declined)
                 } else {
@@ -763,7 +779,8 @@ impl Conn {
         }
         match p.kind {
             Kind::Auth | Kind::Decline => {
-                if let (true, Some(card)) = (approved, p.card) {
+                // A decline the server approved (the echo server does) is no original.
+                if let (true, Kind::Auth, Some(card)) = (approved, p.kind, p.card) {
                     self.move_legs(card, -p.amount, p.amount);
                     if self.open.len() >= MAX_OPEN_AUTHS {
                         self.open.pop_front();
@@ -812,9 +829,7 @@ impl Conn {
                 Some(Some(_)) => None,
                 _ => Some("balance inquiry without a readable field 54".into()),
             },
-            Expect::ApprovedOrInsufficient
-                if !approved && code != self.dialect.insufficient() =>
-            {
+            Expect::ApprovedOrInsufficient if !approved && code != self.dialect.insufficient() => {
                 Some("expected an approval or insufficient funds".into())
             }
             Expect::Declined if approved => Some("approved, but it must be declined".into()),
@@ -1056,7 +1071,10 @@ async fn inquire_all(
         let answer = serial.call(&m).await?;
         let code = answer.get(39).unwrap_or_default();
         let result = if !conn.dialect.approved(code) {
-            Err(format!("inquiry declined {}", String::from_utf8_lossy(code)))
+            Err(format!(
+                "inquiry declined {}",
+                String::from_utf8_lossy(code)
+            ))
         } else {
             answer
                 .get(54)
@@ -1084,7 +1102,9 @@ fn new_conn(
         book: Arc::clone(book),
         mix: config.mix.clone(),
         checks: config.checks,
-        rng: StdRng::seed_from_u64(config.seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+        rng: StdRng::seed_from_u64(
+            config.seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        ),
         terminal,
         acquirer: format!("6{:05}", index % 100_000),
         stan: 0,
@@ -1163,7 +1183,10 @@ fn opening_from(book: &Book, inquiries: &HashMap<usize, Result<(i64, i64), Strin
             }
             Some(Ok(_)) => {}
             Some(Err(e)) => {
-                notes.push(format!("card {}: opening {e}; its balances are left out", card.id));
+                notes.push(format!(
+                    "card {}: opening {e}; its balances are left out",
+                    card.id
+                ));
                 foreign.extend(card.legs.iter().copied());
             }
             None => {}
@@ -1231,7 +1254,14 @@ pub async fn run(config: SimConfig) -> Result<Report, SimError> {
     let end = start + config.duration;
     let mut tasks = Vec::with_capacity(config.connections);
     for i in 0..config.connections {
-        let conn = new_conn(&config, &spec, &book, i, terminal_id(&tag, i), Arc::clone(&live));
+        let conn = new_conn(
+            &config,
+            &spec,
+            &book,
+            i,
+            terminal_id(&tag, i),
+            Arc::clone(&live),
+        );
         // Spread the connections' schedules over one interval.
         let phase = interval
             .map(|step| step.mul_f64(i as f64 / config.connections as f64))
@@ -1252,9 +1282,14 @@ pub async fn run(config: SimConfig) -> Result<Report, SimError> {
     });
     let mut results = Vec::with_capacity(tasks.len());
     for t in tasks {
-        results.push(t.await.map_err(|e| format!("a connection task failed: {e}"))?);
+        results.push(
+            t.await
+                .map_err(|e| format!("a connection task failed: {e}"))?,
+        );
     }
-    let elapsed = start.elapsed().min(config.duration.max(Duration::from_millis(1)) + config.drain);
+    let elapsed = start
+        .elapsed()
+        .min(config.duration.max(Duration::from_millis(1)) + config.drain);
     let send_window = config.duration.min(elapsed);
     if let Some(t) = ticker {
         t.abort();

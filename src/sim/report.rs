@@ -212,7 +212,10 @@ impl Report {
     pub fn summary(&self) -> String {
         let ms = |us: u64| format!("{:.3} ms", us as f64 / 1000.0);
         let mode = if self.rate > 0.0 {
-            format!("fixed rate {}/s (latency from the intended send time)", self.rate)
+            format!(
+                "fixed rate {}/s (latency from the intended send time)",
+                self.rate
+            )
         } else {
             "closed loop".to_string()
         };
@@ -244,7 +247,11 @@ impl Report {
         s.push_str(&format!("approved by kind: {}\n", join(&self.approved)));
         s.push_str(&format!(
             "errors {}: protocol {}  mismatched {}  unexpected codes {}  unanswered {}\n",
-            self.errors, self.protocol_errors, self.mismatched, self.unexpected_codes, self.timeouts
+            self.errors,
+            self.protocol_errors,
+            self.mismatched,
+            self.unexpected_codes,
+            self.timeouts
         ));
         match &self.reconciliation {
             Some(r) => {
