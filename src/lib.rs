@@ -21,6 +21,7 @@ pub mod portfolio;
 pub mod protocol;
 pub mod secrets;
 pub mod server;
+pub mod sim;
 pub mod store;
 pub mod trusted_identity;
 pub mod vault;

@@ -43,6 +43,8 @@ enum Commands {
     /// Manage the partner certificate authority (mutual TLS, trusted identities).
     #[command(subcommand)]
     Ca(CaCommand),
+    /// Load simulator: drive a running engine (or run the echo baseline, or plot a report).
+    Sim(antaca::sim::cli::SimArgs),
 }
 
 #[derive(Subcommand)]
@@ -334,6 +336,7 @@ fn main() -> ExitCode {
         Commands::Admin(AdminCommand::Add { data, login, role }) => add_admin(&data, &login, role),
         Commands::Import { data, file } => import(&data, &file),
         Commands::Ca(command) => ca(command),
+        Commands::Sim(args) => antaca::sim::cli::main(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
