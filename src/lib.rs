@@ -24,3 +24,4 @@ pub mod server;
 pub mod store;
 pub mod trusted_identity;
 pub mod vault;
+pub mod verify;
