@@ -25,3 +25,4 @@ pub mod sim;
 pub mod store;
 pub mod trusted_identity;
 pub mod vault;
+pub mod verify;

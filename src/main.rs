@@ -45,6 +45,12 @@ enum Commands {
     Ca(CaCommand),
     /// Load simulator: drive a running engine (or run the echo baseline, or plot a report).
     Sim(antaca::sim::cli::SimArgs),
+    /// Check a stopped store offline: journal, balances, holds, transactions, cards (exit 1 on a violation, 2 if it cannot be opened).
+    Verify {
+        /// Data directory.
+        #[arg(long, default_value = "./antaca-data")]
+        data: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -337,12 +343,31 @@ fn main() -> ExitCode {
         Commands::Import { data, file } => import(&data, &file),
         Commands::Ca(command) => ca(command),
         Commands::Sim(args) => antaca::sim::cli::main(args),
+        Commands::Verify { data } => return verify(&data),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("antaca: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints the verify report of the store in `data`: exit 0 when consistent, 1 when not, 2 when it cannot be opened.
+fn verify(data: &Path) -> ExitCode {
+    match antaca::verify::verify_dir(data) {
+        Ok(report) => {
+            print!("{report}");
+            if report.is_clean() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("antaca: {e}");
+            ExitCode::from(2)
         }
     }
 }
