@@ -737,3 +737,44 @@ fn advices_with_other_approval_codes_post_and_response_mtis_are_ignored() {
     client.send(&request("0190", &pan("ok"), "000000", 100, 2));
     assert_eq!(code(&client.call(&auth(&pan("ok"), 100, 3))), "00");
 }
+
+#[test]
+fn a_thousand_idle_connections_and_half_closed_sockets_do_not_disturb_traffic() {
+    use std::io::{Read, Write};
+    let server = TestServer::start("iso87ascii");
+    let limit = 1_000;
+    let mut idle = Vec::with_capacity(limit);
+    for _ in 0..limit {
+        match std::net::TcpStream::connect(server.iso_addr()) {
+            Ok(s) => idle.push(s),
+            Err(_) => break, // the machine's descriptor limit: what we have is enough
+        }
+    }
+    assert!(idle.len() >= 500, "opened {} idle connections", idle.len());
+    let mut client = server.client();
+    for stan in 1..=10 {
+        assert_eq!(code(&client.call(&auth(&pan("ok"), 100, stan))), "00");
+    }
+    // A client that sends a request and closes its writing side still gets its answer.
+    let mut half = server.client();
+    half.send(&auth(&pan("ok"), 100, 50));
+    half.stream
+        .shutdown(std::net::Shutdown::Write)
+        .expect("half close");
+    let answer = half.recv();
+    assert_eq!(
+        (code(&answer), field(&answer, 11)),
+        ("00".to_string(), "000050".to_string())
+    );
+    let mut rest = Vec::new();
+    assert_eq!(
+        half.stream.read_to_end(&mut rest).expect("eof"),
+        0,
+        "then the server closes"
+    );
+    // Idle sockets that disappear are cleaned up; the server keeps answering.
+    drop(idle);
+    let mut after = server.client();
+    after.stream.write_all(&[]).expect("write");
+    assert_eq!(code(&after.call(&auth(&pan("ok"), 100, 99))), "00");
+}
