@@ -75,7 +75,11 @@ pub fn iso8583_decode(data: &[u8]) {
         };
         let mut out = BytesMut::new();
         if spec.encode(&msg, &mut out).is_err() {
-            assert!(out.is_empty(), "{}: a failed encode left bytes", spec.name());
+            assert!(
+                out.is_empty(),
+                "{}: a failed encode left bytes",
+                spec.name()
+            );
             continue;
         }
         let again = spec.decode(&out.freeze());
@@ -148,7 +152,10 @@ pub fn framing(data: &[u8]) {
     let (whole, whole_err) = split_frames(codec.clone(), stream, &[]);
     let (bytewise, bytewise_err) = split_frames(codec, stream, &[1]);
     assert_eq!(chunked, whole, "frames depend on the chunking");
-    assert_eq!(bytewise, whole, "frames depend on the chunking (byte by byte)");
+    assert_eq!(
+        bytewise, whole,
+        "frames depend on the chunking (byte by byte)"
+    );
     assert_eq!(chunked_err, whole_err, "errors depend on the chunking");
     assert_eq!(bytewise_err, whole_err, "errors depend on the chunking");
     let mut reframed = BytesMut::new();
@@ -243,10 +250,9 @@ fn headers_from(text: &[u8]) -> HeaderMap {
         };
         let name = line[..colon].trim_ascii();
         let value = line[colon + 1..].trim_ascii();
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(name),
-            HeaderValue::from_bytes(value),
-        ) {
+        if let (Ok(name), Ok(value)) =
+            (HeaderName::from_bytes(name), HeaderValue::from_bytes(value))
+        {
             headers.append(name, value);
         }
     }
