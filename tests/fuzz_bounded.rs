@@ -190,18 +190,18 @@ enum Mutation {
 fn mutation() -> impl Strategy<Value = Mutation> {
     let at = any::<usize>();
     prop_oneof![
-        3 => (at.clone(), 0u8..8).prop_map(|(at, bit)| Mutation::BitFlip { at, bit }),
-        2 => (at.clone(), any::<u8>()).prop_map(|(at, value)| Mutation::SetByte { at, value }),
-        1 => at.clone().prop_map(|at| Mutation::Truncate { at }),
-        1 => (at.clone(), 1usize..16).prop_map(|(at, len)| Mutation::Delete { at, len }),
-        1 => (at.clone(), prop::collection::vec(any::<u8>(), 1..8))
+        3 => (at, 0u8..8).prop_map(|(at, bit)| Mutation::BitFlip { at, bit }),
+        2 => (at, any::<u8>()).prop_map(|(at, value)| Mutation::SetByte { at, value }),
+        1 => at.prop_map(|at| Mutation::Truncate { at }),
+        1 => (at, 1usize..16).prop_map(|(at, len)| Mutation::Delete { at, len }),
+        1 => (at, prop::collection::vec(any::<u8>(), 1..8))
             .prop_map(|(at, bytes)| Mutation::Insert { at, bytes }),
-        1 => (at.clone(), any::<usize>(), any::<usize>())
+        1 => (at, any::<usize>(), any::<usize>())
             .prop_map(|(at, other, from)| Mutation::Splice { at, other, from }),
-        1 => (at.clone(), 1usize..32).prop_map(|(at, len)| Mutation::Repeat { at, len }),
-        2 => (at.clone(), 1usize..=4, prop_oneof![0u32..20, 0u32..10_000, Just(9999), Just(999)])
+        1 => (at, 1usize..32).prop_map(|(at, len)| Mutation::Repeat { at, len }),
+        2 => (at, 1usize..=4, prop_oneof![0u32..20, 0u32..10_000, Just(9999), Just(999)])
             .prop_map(|(at, width, value)| Mutation::AsciiLength { at, width, value }),
-        1 => (at.clone(), any::<u8>()).prop_map(|(at, value)| Mutation::BcdLength { at, value }),
+        1 => (at, any::<u8>()).prop_map(|(at, value)| Mutation::BcdLength { at, value }),
         1 => (at, any::<u16>()).prop_map(|(at, value)| Mutation::BinLength { at, value }),
     ]
 }
