@@ -282,6 +282,19 @@ impl ClientKey {
             .skip_while(|b| b.is_ascii_whitespace())
             .take(10)
             .eq(b"-----BEGIN".iter());
+        // josekit's DER reader allocates whatever a length field announces before
+        // reading it: a forged length (e.g. 2^48) aborts the process. Check every
+        // length against the input first, on the same DER bytes josekit will read.
+        let der = if is_pem {
+            pem_body(&decoded)
+        } else {
+            Some(decoded.clone())
+        };
+        if !der.as_deref().is_some_and(der_lengths_fit) {
+            return Err(JweError::InvalidPublicKey(
+                "not a well-formed DER or PEM RSA public key".to_string(),
+            ));
+        }
         let encrypter = if is_pem {
             RSA_OAEP_256.encrypter_from_pem(&decoded)
         } else {
@@ -600,6 +613,66 @@ fn rsa_n_e(der: &[u8]) -> Option<(&[u8], &[u8])> {
         }
         _ => None,
     }
+}
+
+/// The DER inside a PEM document, extracted as josekit does (the text between the
+/// `-----BEGIN …-----` label and `-----END`, with spaces, tabs and line breaks
+/// removed, standard base64). `None` when there is none; any mismatch with josekit's
+/// own parsing leaves a `-` in the text and fails the base64 decode.
+fn pem_body(pem: &[u8]) -> Option<Vec<u8>> {
+    let find = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).position(|w| w == needle);
+    let begin = find(pem, b"-----BEGIN")? + 10;
+    let label_end = begin + find(&pem[begin..], b"-----")? + 5;
+    let end = label_end + find(&pem[label_end..], b"-----END")?;
+    let body: Vec<u8> = pem[label_end..end]
+        .iter()
+        .copied()
+        .filter(|b| !matches!(b, b'\t' | b'\r' | b'\n' | b' '))
+        .collect();
+    STANDARD
+        .decode(&body)
+        .or_else(|_| STANDARD_NO_PAD.decode(&body))
+        .ok()
+}
+
+/// True when every DER element in `der`, read in order the way josekit's
+/// `DerReader` does (into constructed elements, over primitive contents), has a
+/// definite length that fits in what is left of the input.
+fn der_lengths_fit(der: &[u8]) -> bool {
+    let mut rest = der;
+    while let Some((&tag, after_tag)) = rest.split_first() {
+        // High tag numbers never occur in an RSA public key.
+        if tag & 0x1f == 0x1f {
+            return false;
+        }
+        let Some((&len0, after_len0)) = after_tag.split_first() else {
+            return false;
+        };
+        let (len, after_len) = match len0 {
+            0..=0x7f => (len0 as usize, after_len0),
+            // Indefinite (0x80) is not DER; 0xff is reserved; more than 4 length bytes is absurd here.
+            0x81..=0x84 => {
+                let count = (len0 & 0x7f) as usize;
+                if after_len0.len() < count {
+                    return false;
+                }
+                let len = after_len0[..count]
+                    .iter()
+                    .fold(0usize, |acc, b| (acc << 8) | *b as usize);
+                (len, &after_len0[count..])
+            }
+            _ => return false,
+        };
+        if len > after_len.len() {
+            return false;
+        }
+        rest = if tag & 0x20 != 0 {
+            after_len
+        } else {
+            &after_len[len..]
+        };
+    }
+    true
 }
 
 /// Splits one DER TLV off the front: (tag, value, rest).

@@ -1,0 +1,9 @@
+#![no_main]
+//! cargo-fuzz target `protocol_parse`; the body lives in `fuzz/src/lib.rs` (shared with
+//! the bounded run in `tests/fuzz_bounded.rs`).
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    antaca_fuzz::protocol_parse(data);
+});
