@@ -124,13 +124,20 @@ pub fn luhn_valid(digits: &[u8]) -> bool {
     if digits.len() < 2 || !digits.iter().all(u8::is_ascii_digit) {
         return false;
     }
-    let sum: u32 = digits
+    let (payload, check) = digits.split_at(digits.len() - 1);
+    check.first() == Some(&luhn_check_digit(payload))
+}
+
+/// The Luhn check digit (ASCII) that completes `payload` (ASCII digits).
+pub fn luhn_check_digit(payload: &[u8]) -> u8 {
+    let sum: u32 = payload
         .iter()
         .rev()
         .enumerate()
         .map(|(i, &d)| {
-            let d = u32::from(d - b'0');
-            if i % 2 == 1 {
+            let d = u32::from(d.wrapping_sub(b'0') % 10);
+            // The rightmost payload digit is doubled, as the check digit follows it.
+            if i % 2 == 0 {
                 let x = d * 2;
                 if x > 9 {
                     x - 9
@@ -142,7 +149,8 @@ pub fn luhn_valid(digits: &[u8]) -> bool {
             }
         })
         .sum();
-    sum.is_multiple_of(10)
+    // (10 - sum % 10) % 10 is below 10, so the cast is lossless.
+    b'0' + ((10 - sum % 10) % 10) as u8
 }
 
 #[cfg(test)]

@@ -130,38 +130,13 @@ pub fn generate_pan(
         for d in &mut pan[bin.len()..length - 1] {
             *d = b'0' + OsRng.gen_range(0..10u8);
         }
-        pan[length - 1] = luhn_check_digit(&pan[..length - 1]);
+        pan[length - 1] = crate::secrets::luhn_check_digit(&pan[..length - 1]);
         if !exists(&pan) {
             // Only ASCII digits were written.
             return String::from_utf8(pan).map_err(|_| VaultError::BadBin);
         }
     }
     Err(VaultError::Exhausted)
-}
-
-/// The Luhn check digit (ASCII) to append to `payload` (ASCII digits).
-fn luhn_check_digit(payload: &[u8]) -> u8 {
-    let sum: u32 = payload
-        .iter()
-        .rev()
-        .enumerate()
-        .map(|(i, &d)| {
-            let d = u32::from(d - b'0');
-            // The rightmost payload digit is doubled, as the check digit follows it.
-            if i % 2 == 0 {
-                let x = d * 2;
-                if x > 9 {
-                    x - 9
-                } else {
-                    x
-                }
-            } else {
-                d
-            }
-        })
-        .sum();
-    // (10 - sum % 10) % 10 is below 10, so the cast is lossless.
-    b'0' + ((10 - sum % 10) % 10) as u8
 }
 
 #[cfg(test)]
@@ -283,13 +258,13 @@ mod tests {
 
     #[test]
     fn check_digit_matches_luhn_valid() {
-        assert_eq!(luhn_check_digit(b"535522000000001"), b'2');
-        assert_eq!(luhn_check_digit(b"7992739871"), b'3'); // the textbook Luhn example
-                                                           // Exactly one appended digit makes any payload Luhn-valid, and it is ours.
+        assert_eq!(crate::secrets::luhn_check_digit(b"535522000000001"), b'2');
+        assert_eq!(crate::secrets::luhn_check_digit(b"7992739871"), b'3'); // the textbook Luhn example
+                                                                           // Exactly one appended digit makes any payload Luhn-valid, and it is ours.
         for _ in 0..200 {
             let len = OsRng.gen_range(1..19);
             let payload: Vec<u8> = (0..len).map(|_| b'0' + OsRng.gen_range(0..10u8)).collect();
-            let check = luhn_check_digit(&payload);
+            let check = crate::secrets::luhn_check_digit(&payload);
             for d in b'0'..=b'9' {
                 let mut pan = payload.clone();
                 pan.push(d);
@@ -338,7 +313,7 @@ mod tests {
             .filter(|&d| d != 7)
             .map(|d| {
                 let payload = format!("1234567{d}");
-                let check = char::from(luhn_check_digit(payload.as_bytes()));
+                let check = char::from(crate::secrets::luhn_check_digit(payload.as_bytes()));
                 format!("{payload}{check}")
             })
             .collect();
