@@ -234,18 +234,22 @@ impl Connection {
                         reading = false;
                         continue;
                     }
+                    let buffered = self.read_buf.len();
                     self.read_frames().await?;
+                    // A whole frame arrived: the client is sending, so a new
+                    // partial frame starts its clock now.
+                    let progressed = self.read_buf.len() < buffered;
                     partial_since = match (self.read_buf.is_empty(), partial_since) {
                         (true, _) => None,
-                        (false, Some(since)) => Some(since),
-                        (false, None) => Some(tokio::time::Instant::now()),
+                        (false, Some(since)) if !progressed => Some(since),
+                        (false, _) => Some(tokio::time::Instant::now()),
                     };
                 }
                 _ = shutdown.cancelled(), if reading => {
                     // Stop taking requests; the loop ends once in-flight ones are answered.
                     reading = false;
                 }
-                _ = tokio::time::sleep_until(partial_since.unwrap_or_else(tokio::time::Instant::now) + read_timeout), if reading && partial_since.is_some() => {
+                _ = tokio::time::sleep_until(partial_since.unwrap_or_else(tokio::time::Instant::now) + read_timeout), if can_read && partial_since.is_some() => {
                     tracing::debug!(peer = %self.peer, "read timeout: a frame was begun and not completed");
                     metrics::counter!("antaca_iso_read_timeouts_total").increment(1);
                     return Err(ConnectionError::Io(std::io::Error::new(
