@@ -236,15 +236,27 @@ impl Config {
             _ => return Err("the default configuration is not a table".into()),
         };
         if let Some((origin, text)) = file {
-            let file: toml::Table = text.parse().map_err(|e| format!("{origin}: {e}"))?;
+            // The parser's message quotes the offending line, which may hold a secret:
+            // report only where it is.
+            let file: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+                let at = e.span().map(|span| {
+                    let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                    format!(" at line {line}")
+                });
+                format!("{origin}: not valid TOML{}", at.unwrap_or_default())
+            })?;
             check_keys(&file, origin)?;
             // Types are checked key by key, so that an error names its key.
             for (key, value) in file {
                 let mut one = toml::Table::new();
                 one.insert(key.clone(), value.clone());
-                toml::Value::Table(one)
-                    .try_into::<Config>()
-                    .map_err(|e| format!("{origin}: key `{key}`: {}", e.message()))?;
+                toml::Value::Table(one).try_into::<Config>().map_err(|e| {
+                    if SECRET_KEYS.contains(&key.as_str()) {
+                        format!("{origin}: key `{key}`: invalid value")
+                    } else {
+                        format!("{origin}: key `{key}`: {}", e.message())
+                    }
+                })?;
                 table.insert(key, value);
             }
         }
