@@ -4,9 +4,10 @@
 
 mod memory;
 mod sled_store;
+pub mod wal;
 
 pub use memory::MemoryStore;
-pub use sled_store::SledStore;
+pub use sled_store::{SledStore, StoreConfig};
 
 use std::fmt;
 
