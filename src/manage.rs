@@ -1183,19 +1183,11 @@ pub fn history(state: &State, filter: &HistoryFilter) -> HistoryPage {
             .map(|c| c.balance.clone())
     };
     let limit = filter.limit.clamp(1, 500);
-    let mut ids: Vec<u64> = state
-        .txns
-        .keys()
-        .copied()
-        .filter(|id| filter.before.is_none_or(|b| *id < b))
-        .collect();
-    ids.sort_unstable_by(|a, b| b.cmp(a));
     let mut items = Vec::new();
     let mut next_cursor = None;
-    for id in ids {
-        let Some(txn) = state.txns.get(&id) else {
-            continue;
-        };
+    // Newest first, from the cursor down, without looking at older pages.
+    let newest_first = state.txns.range(..filter.before.unwrap_or(u64::MAX)).rev();
+    for (_, txn) in newest_first {
         let mut balances: Vec<String> = txn.legs.iter().map(|l| l.balance.clone()).collect();
         if let Some(b) = card_balance(txn) {
             if !balances.contains(&b) {

@@ -123,15 +123,6 @@ impl Drop for OpenConnection {
     }
 }
 
-/// A metric label for an MTI or response code: its digits/letters, never anything else.
-fn label(value: &[u8], len: usize) -> String {
-    if value.len() == len && value.iter().all(u8::is_ascii_alphanumeric) {
-        String::from_utf8_lossy(value).into_owned()
-    } else {
-        "other".to_string()
-    }
-}
-
 /// Why a connection ended early.
 #[derive(Debug)]
 enum ConnectionError {
@@ -168,6 +159,7 @@ struct Connection {
     next_tag: u64,
     replies_tx: mpsc::UnboundedSender<(u64, AuthResponse)>,
     replies_rx: mpsc::UnboundedReceiver<(u64, AuthResponse)>,
+    meters: Meters,
 }
 
 impl Connection {
@@ -188,6 +180,7 @@ impl Connection {
             next_tag: 0,
             replies_tx,
             replies_rx,
+            meters: Meters::default(),
         }
     }
 
@@ -355,18 +348,17 @@ impl Connection {
             return;
         };
         let message = protocol::build_response(&request, response, self.context.profile);
-        record(&request, &message, started);
+        self.meters.record(&request, &message, started);
         self.write_message(&message);
     }
 
     fn respond_now(&mut self, request: &Message, outcome: Outcome) {
         let message = protocol::build_error_response(request, outcome, self.context.profile);
-        record(request, &message, Instant::now());
+        self.meters.record(request, &message, Instant::now());
         self.write_message(&message);
     }
 
     fn write_message(&mut self, message: &Message) {
-        metrics::gauge!("antaca_engine_queue_depth").set(self.context.engine.queue_len() as f64);
         self.scratch.clear();
         if let Err(e) = self.context.spec.encode(message, &mut self.scratch) {
             tracing::error!(peer = %self.peer, error = %e, "cannot encode a response");
@@ -382,11 +374,58 @@ impl Connection {
     }
 }
 
-/// Records one answer: latency per request MTI, count per MTI and response code.
-fn record(request: &Message, response: &Message, started: Instant) {
-    let mti = label(&request.mti(), 4);
-    let code = label(response.get(39).unwrap_or(b""), 2);
-    metrics::histogram!("antaca_iso_request_duration_seconds", "mti" => mti.clone())
-        .record(started.elapsed().as_secs_f64());
-    metrics::counter!("antaca_iso_responses_total", "mti" => mti, "code" => code).increment(1);
+/// A metric label for an MTI or response code: 2 to 4 digits or letters,
+/// otherwise `other` (what came from outside never becomes a label as is).
+fn label_key(value: &[u8]) -> [u8; 4] {
+    let mut key = [0u8; 4];
+    if (2..=4).contains(&value.len()) && value.iter().all(u8::is_ascii_alphanumeric) {
+        key[..value.len()].copy_from_slice(value);
+    }
+    key
+}
+
+fn label_of(key: &[u8; 4]) -> String {
+    match key.iter().position(|b| *b == 0) {
+        Some(0) => "other".to_string(),
+        Some(n) => String::from_utf8_lossy(&key[..n]).into_owned(),
+        None => String::from_utf8_lossy(key).into_owned(),
+    }
+}
+
+/// A connection's metric handles, looked up in the registry once per MTI
+/// and response code rather than once per message.
+#[derive(Default)]
+struct Meters {
+    latency: Vec<([u8; 4], metrics::Histogram)>,
+    responses: Vec<([u8; 4], [u8; 4], metrics::Counter)>,
+}
+
+impl Meters {
+    /// Records one answer: latency per request MTI, count per MTI and response code.
+    fn record(&mut self, request: &Message, response: &Message, started: Instant) {
+        let mti = label_key(&request.mti());
+        let code = label_key(response.get(39).unwrap_or(b""));
+        let latency = match self.latency.iter().position(|(m, _)| *m == mti) {
+            Some(i) => &self.latency[i].1,
+            None => {
+                let h = metrics::histogram!("antaca_iso_request_duration_seconds", "mti" => label_of(&mti));
+                self.latency.push((mti, h));
+                &self.latency[self.latency.len() - 1].1
+            }
+        };
+        latency.record(started.elapsed().as_secs_f64());
+        let count = match self
+            .responses
+            .iter()
+            .position(|(m, c, _)| *m == mti && *c == code)
+        {
+            Some(i) => &self.responses[i].2,
+            None => {
+                let c = metrics::counter!("antaca_iso_responses_total", "mti" => label_of(&mti), "code" => label_of(&code));
+                self.responses.push((mti, code, c));
+                &self.responses[self.responses.len() - 1].2
+            }
+        };
+        count.increment(1);
+    }
 }

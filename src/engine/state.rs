@@ -21,7 +21,7 @@ pub struct State {
     /// Card id by keyed PAN hash.
     pub card_by_pan: HashMap<[u8; 32], String>,
     /// Transactions by id.
-    pub txns: HashMap<u64, Txn>,
+    pub txns: BTreeMap<u64, Txn>,
     /// Transaction id by idempotency key.
     pub txn_by_key: HashMap<String, u64>,
     /// Transaction id by original key (what field 90/56 names).

@@ -115,6 +115,10 @@ pub mod keys {
     pub const JOURNAL: &[u8] = b"j/";
     /// Management records (sessions' devices, administrators, KYC, outbox …) by their own key.
     pub const RECORD: &[u8] = b"r/";
+    /// Log chunks: the transaction and journal writes of one checkpoint, in
+    /// one value (sled's cost is per key); the store reads them back as
+    /// `t/` and `j/` records.
+    pub const CHUNK: &[u8] = b"l/";
 
     /// `prefix` followed by `id`.
     pub fn key(prefix: &[u8], id: &str) -> Vec<u8> {

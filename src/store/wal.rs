@@ -59,6 +59,17 @@ pub fn encode_record(buf: &mut Vec<u8>, lsn: u64, ops: &[Op]) {
     buf.extend_from_slice(&lsn.to_le_bytes());
     buf.extend_from_slice(&[0; 4]); // crc, filled in below
     let body = buf.len();
+    encode_ops(buf, ops);
+    let body_len = len32(buf.len() - body);
+    buf[start + 4..start + 8].copy_from_slice(&body_len.to_le_bytes());
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&lsn.to_le_bytes());
+    crc.update(&buf[body..]);
+    buf[start + 16..start + 20].copy_from_slice(&crc.finalize().to_le_bytes());
+}
+
+/// Appends `ops` in the body format to `buf` (also the format of sled's log chunks).
+pub fn encode_ops(buf: &mut Vec<u8>, ops: &[Op]) {
     buf.extend_from_slice(&len32(ops.len()).to_le_bytes());
     for (key, value) in ops {
         buf.extend_from_slice(&len32(key.len()).to_le_bytes());
@@ -72,12 +83,6 @@ pub fn encode_record(buf: &mut Vec<u8>, lsn: u64, ops: &[Op]) {
             None => buf.push(0),
         }
     }
-    let body_len = len32(buf.len() - body);
-    buf[start + 4..start + 8].copy_from_slice(&body_len.to_le_bytes());
-    let mut crc = crc32fast::Hasher::new();
-    crc.update(&lsn.to_le_bytes());
-    crc.update(&buf[body..]);
-    buf[start + 16..start + 20].copy_from_slice(&crc.finalize().to_le_bytes());
 }
 
 /// The length as a u32; keys and values are far below 4 GiB (frames are
