@@ -199,7 +199,7 @@ pub fn start_with<S: Store>(
     }
     let cards = describe_cards(engine.state());
     let engine = engine.with_secrets(secrets.clone());
-    let (handle, writer) = engine.spawn()?;
+    let (handle, writer, router) = engine.spawn_routed()?;
 
     let iso_listener = std::net::TcpListener::bind(&options.iso_listen)
         .map_err(|e| format!("cannot listen on {}: {e}", options.iso_listen))?;
@@ -296,6 +296,7 @@ pub fn start_with<S: Store>(
                     Ok(l) => l,
                     Err(e) => return tracing::error!(error = %e, "http listener"),
                 };
+                tokio::spawn(router.run());
                 let up = |flag: &std::sync::atomic::AtomicBool, value: bool| {
                     flag.store(value, std::sync::atomic::Ordering::Relaxed)
                 };

@@ -63,6 +63,22 @@ impl Reply {
     }
 }
 
+/// Delivers the writer's answers on the runtime it runs on (see [`Engine::spawn_routed`]).
+pub struct ReplyRouter {
+    rx: mpsc::UnboundedReceiver<Vec<(Reply, AuthResponse)>>,
+}
+
+impl ReplyRouter {
+    /// Hands out every batch of answers until the writer stops.
+    pub async fn run(mut self) {
+        while let Some(batch) = self.rx.recv().await {
+            for (reply, response) in batch {
+                reply.send(response);
+            }
+        }
+    }
+}
+
 /// A read-only look at the state, run by the writer after a commit.
 pub type Inspect = Box<dyn FnOnce(&State) + Send>;
 
@@ -356,18 +372,43 @@ impl<S: Store> Engine<S> {
     }
 
     /// Starts the writer on its own thread and returns the handle that feeds it.
+    /// The writer answers each request itself, waking its waiter.
     pub fn spawn(self) -> std::io::Result<(EngineHandle, std::thread::JoinHandle<()>)> {
+        self.start(None)
+    }
+
+    /// Starts the writer like [`Engine::spawn`], but hands each batch's
+    /// answers to a [`ReplyRouter`] in one message: run the router on the
+    /// runtime the connections live on, and a batch wakes that runtime once
+    /// instead of once per answer (a wake from another thread is a syscall).
+    pub fn spawn_routed(
+        self,
+    ) -> std::io::Result<(EngineHandle, std::thread::JoinHandle<()>, ReplyRouter)> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (handle, thread) = self.start(Some(tx))?;
+        Ok((handle, thread, ReplyRouter { rx }))
+    }
+
+    fn start(
+        self,
+        router: Option<mpsc::UnboundedSender<Vec<(Reply, AuthResponse)>>>,
+    ) -> std::io::Result<(EngineHandle, std::thread::JoinHandle<()>)> {
         let (tx, rx) = mpsc::channel(self.config.queue_depth.max(1));
         let status = std::sync::Arc::new(WriterStatus::default());
         let writer_status = status.clone();
         let thread = std::thread::Builder::new()
             .name("antaca-writer".into())
-            .spawn(move || self.run(rx, &writer_status))?;
+            .spawn(move || self.run(rx, &writer_status, router))?;
         Ok((EngineHandle { tx, status }, thread))
     }
 
     /// The writer loop: gather, decide, commit once, answer. Ends when every handle is dropped.
-    fn run(mut self, mut rx: mpsc::Receiver<Command>, status: &WriterStatus) {
+    fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Command>,
+        status: &WriterStatus,
+        router: Option<mpsc::UnboundedSender<Vec<(Reply, AuthResponse)>>>,
+    ) {
         use std::sync::atomic::Ordering;
         let batch_max = self.config.batch_max.max(1);
         let mut commands = Vec::with_capacity(batch_max);
@@ -424,8 +465,21 @@ impl<S: Store> Engine<S> {
                     *response = AuthResponse::outcome(Outcome::SystemMalfunction);
                 }
             }
-            for (reply, response) in replies.drain(..) {
-                reply.send(response);
+            match &router {
+                Some(router) if !replies.is_empty() => {
+                    let batch = std::mem::replace(&mut replies, Vec::with_capacity(batch_size));
+                    if let Err(mpsc::error::SendError(batch)) = router.send(batch) {
+                        // The router's runtime is gone: answer directly.
+                        for (reply, response) in batch {
+                            reply.send(response);
+                        }
+                    }
+                }
+                _ => {
+                    for (reply, response) in replies.drain(..) {
+                        reply.send(response);
+                    }
+                }
             }
             for deliver in deliveries.drain(..) {
                 deliver(match &committed {

@@ -5,7 +5,11 @@
 
 use crate::model::{Balance, Card, JournalEntry, Program, Txn, TxnState, User};
 use crate::store::{keys, StoreError, WriteBatch};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The engine's hash maps: foldhash, seeded at random per process (keys such
+/// as idempotency keys come from outside), several times cheaper than SipHash.
+pub type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::quality::RandomState>;
 
 /// Everything the engine decides on, loaded from the store at start.
 #[derive(Default)]

@@ -120,6 +120,16 @@ pub mod keys {
     /// `t/` and `j/` records.
     pub const CHUNK: &[u8] = b"l/";
 
+    #[test]
+    fn numbered_keys_are_zero_padded_to_twenty_digits() {
+        assert_eq!(numbered(b"t/", 0), b"t/00000000000000000000".to_vec());
+        assert_eq!(numbered(b"j/", 1234), b"j/00000000000000001234".to_vec());
+        assert_eq!(
+            numbered(b"t/", u64::MAX),
+            b"t/18446744073709551615".to_vec()
+        );
+    }
+
     /// `prefix` followed by `id`.
     pub fn key(prefix: &[u8], id: &str) -> Vec<u8> {
         let mut k = Vec::with_capacity(prefix.len() + id.len());
@@ -130,8 +140,15 @@ pub mod keys {
 
     /// `prefix` followed by a 20-digit zero-padded number, so keys sort numerically.
     pub fn numbered(prefix: &[u8], n: u64) -> Vec<u8> {
-        let mut k = prefix.to_vec();
-        k.extend_from_slice(format!("{n:020}").as_bytes());
+        let mut k = Vec::with_capacity(prefix.len() + 20);
+        k.extend_from_slice(prefix);
+        let mut digits = [b'0'; 20];
+        let mut rest = n;
+        for d in digits.iter_mut().rev() {
+            *d = b'0' + (rest % 10) as u8;
+            rest /= 10;
+        }
+        k.extend_from_slice(&digits);
         k
     }
 }

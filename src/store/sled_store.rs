@@ -284,7 +284,7 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 /// Key prefixes whose writes sled receives as log chunks.
 const CHUNKED: [&[u8]; 2] = [keys::TXN, keys::JOURNAL];
 /// Most bytes of writes in one chunk value.
-const CHUNK_BYTES: usize = 8 << 20;
+const CHUNK_BYTES: usize = 1 << 20;
 
 fn chunked(key: &[u8]) -> bool {
     CHUNKED.iter().any(|p| key.starts_with(p))
