@@ -454,9 +454,8 @@ impl<S: Store> Engine<S> {
                 }
             }
             metrics::gauge!("antaca_engine_queue_depth").set(rx.len() as f64);
-            status
-                .last_commit_failed
-                .store(committed.is_err(), Ordering::Relaxed);
+            let refused = committed.is_err() || self.store.refusal().is_some();
+            status.last_commit_failed.store(refused, Ordering::Relaxed);
             status.last_batch_ms.store(done, Ordering::Relaxed);
             if let Err(e) = &committed {
                 metrics::counter!("antaca_engine_commit_failures_total").increment(1);

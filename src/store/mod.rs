@@ -94,6 +94,10 @@ pub trait Store: Send + 'static {
     /// Applies a batch that undoes a failed commit. Not flushed: the next
     /// successful commit makes it durable together with its own writes.
     fn revert(&mut self, batch: WriteBatch) -> Result<(), StoreError>;
+    /// Why the store refuses every commit until a restart, if it does.
+    fn refusal(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Key prefixes of the layout: one tree, one prefix per record kind, so that

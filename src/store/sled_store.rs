@@ -26,7 +26,10 @@
 use super::wal::{decode_ops, encode_ops, Op, Wal, WalConfig};
 use super::{keys, Pair, Store, StoreError, WriteBatch};
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+/// Writes by key (the latest wins), hashed with foldhash: SipHash showed in the writer's profile.
+type Writes = std::collections::HashMap<Vec<u8>, Option<Vec<u8>>, foldhash::fast::RandomState>;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
@@ -76,16 +79,13 @@ impl Shared {
 
 enum Job {
     /// Apply these writes (the latest value per key) and record `upto` as checkpointed.
-    Apply {
-        writes: HashMap<Vec<u8>, Option<Vec<u8>>>,
-        upto: u64,
-    },
+    Apply { writes: Writes, upto: u64 },
 }
 
 /// Writes committed to the log and not yet handed to the checkpoint thread.
 #[derive(Default)]
 struct Pending {
-    writes: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    writes: Writes,
     since: Option<Instant>,
 }
 
@@ -154,7 +154,7 @@ impl SledStore {
         let (wal, recovered) = Wal::open(&dir.join("wal"), config.wal.clone(), checkpointed)?;
         // Replay: what the log holds beyond the checkpoint goes into sled now,
         // before a new record can take the place of an old one.
-        let mut replay: HashMap<Vec<u8>, Option<Vec<u8>>> = HashMap::new();
+        let mut replay = Writes::default();
         let upto = wal.last_lsn();
         for (_, ops) in recovered {
             for (key, value) in ops {
@@ -291,12 +291,7 @@ fn chunked(key: &[u8]) -> bool {
 }
 
 /// Applies `writes` to sled with the checkpoint lsn, flushes, and syncs sled's file.
-fn checkpoint(
-    db: &sled::Db,
-    log: &File,
-    writes: HashMap<Vec<u8>, Option<Vec<u8>>>,
-    upto: u64,
-) -> Result<(), StoreError> {
+fn checkpoint(db: &sled::Db, log: &File, writes: Writes, upto: u64) -> Result<(), StoreError> {
     let mut batch = sled::Batch::default();
     let mut logged: Vec<Op> = Vec::new();
     for (key, value) in writes {
@@ -431,6 +426,17 @@ impl Store for SledStore {
 
     fn commit(&mut self, batch: WriteBatch) -> Result<(), StoreError> {
         self.log(batch.ops)
+    }
+
+    fn refusal(&self) -> Option<String> {
+        if let Some(e) = &self.broken {
+            return Some(format!("the write-ahead log is unusable: {e}"));
+        }
+        self.shared
+            .lock()
+            .failed
+            .as_ref()
+            .map(|e| format!("checkpoint failed: {e}"))
     }
 
     /// The undo of a failed commit takes the failed record's place in the
