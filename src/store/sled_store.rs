@@ -367,6 +367,7 @@ fn read_prefix(db: &sled::Db, prefix: &[u8]) -> Result<BTreeMap<Vec<u8>, Vec<u8>
 
 /// The checkpoint thread: applies jobs in order, merging those that queued up.
 fn run_checkpoints(db: &sled::Db, log: &File, jobs: &mpsc::Receiver<Job>, shared: &Shared) {
+    lower_priority();
     while let Ok(Job::Apply {
         mut writes,
         mut upto,
@@ -396,6 +397,19 @@ fn run_checkpoints(db: &sled::Db, log: &File, jobs: &mpsc::Receiver<Job>, shared
         if progress.failed.is_some() {
             return;
         }
+    }
+}
+
+/// Checkpoints are background work: give the network and the writer the CPU
+/// first (nice 10 for this thread). If checkpoints fall behind by every log
+/// segment, the writer waits for them and they get the CPU anyway.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: gettid has no preconditions; setpriority on our own thread id
+    // only changes this thread's nice value, and failing is harmless.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        let _ = libc::setpriority(libc::PRIO_PROCESS, tid, 10);
     }
 }
 
