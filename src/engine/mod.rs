@@ -517,6 +517,7 @@ impl<S: Store> Engine<S> {
             MessageClass::Reversal | MessageClass::NetworkManagement | MessageClass::FileUpdate => {
                 None
             }
+            _ if self.state.orphan_reversals.is_empty() => None,
             _ => self
                 .state
                 .orphan_reversals
@@ -701,7 +702,13 @@ impl<S: Store> Engine<S> {
 
     fn approve(&self, txn: &mut Txn) {
         txn.outcome = Outcome::Approved;
-        txn.approval_code = Some(format!("{:06}", txn.id % 1_000_000));
+        let mut code = [b'0'; 6];
+        let mut rest = txn.id % 1_000_000;
+        for digit in code.iter_mut().rev() {
+            *digit = b'0' + (rest % 10) as u8;
+            rest /= 10;
+        }
+        txn.approval_code = Some(String::from_utf8_lossy(&code).into_owned());
     }
 
     fn hold_expiry_ms(&self, now: u64) -> u64 {
