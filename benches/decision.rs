@@ -1,5 +1,6 @@
 //! The pure decision, and one group commit of N authorizations against a real
-//! sled store on disk (apply_batch + flush + fdatasync): what each costs.
+//! store on disk: the commit (one write-ahead log record + `fdatasync`), and
+//! the commit followed by its checkpoint into sled (apply, flush, `fdatasync`).
 //!
 //! `cargo bench --bench decision`
 
@@ -113,9 +114,17 @@ fn bench_group_commit(c: &mut Criterion) {
     let mut stan = 0u32;
     let mut group = c.benchmark_group("group_commit");
     group.sample_size(20);
-    for n in [1usize, 64, 1024] {
+    let runs = [1usize, 64, 1024]
+        .into_iter()
+        .flat_map(|n| [(n, false), (n, true)]);
+    for (n, checkpoint) in runs {
         group.throughput(Throughput::Elements(n as u64));
-        group.bench_function(format!("{n}_authorizations"), |b| {
+        let name = if checkpoint {
+            format!("{n}_authorizations_and_checkpoint")
+        } else {
+            format!("{n}_authorizations")
+        };
+        group.bench_function(name, |b| {
             b.iter_batched(
                 || {
                     (0..n)
@@ -141,6 +150,9 @@ fn bench_group_commit(c: &mut Criterion) {
                         engine.process(&mut changes, request, now);
                     }
                     engine.commit_for_bench(changes).expect("commit");
+                    if checkpoint {
+                        engine.store().checkpoint_now().expect("checkpoint");
+                    }
                 },
                 BatchSize::PerIteration,
             )

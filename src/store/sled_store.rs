@@ -586,6 +586,60 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_write_is_overwritten_by_its_undo_and_the_log_goes_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let copy = tempfile::tempdir().expect("tempdir");
+        let config = StoreConfig {
+            wal: WalConfig {
+                segments: 2,
+                segment_bytes: 1 << 20,
+            },
+            ..small()
+        };
+        {
+            let mut store = SledStore::open_with(dir.path(), config.clone()).expect("open");
+            store.commit(put("a", "1")).expect("commit");
+            // The batch setting a=2 and b=new is torn half-way and fails…
+            let mut failed = put("a", "2");
+            failed.put(b"b".to_vec(), b"new".to_vec());
+            store.wal.tear_next = Some(30);
+            assert!(store.commit(failed).is_err());
+            // …the engine writes its undo in its place, and the log goes on.
+            let mut undo = put("a", "1");
+            undo.delete(b"b".to_vec());
+            store.revert(undo).expect("revert");
+            store.commit(put("c", "3")).expect("commit");
+            assert!(store.refusal().is_none());
+            copy_dir(dir.path(), copy.path());
+            std::mem::forget(store);
+        }
+        let store = SledStore::open_with(copy.path(), config).expect("reopen");
+        assert_eq!(store.get(b"a").expect("get"), Some(b"1".to_vec()));
+        assert_eq!(store.get(b"b").expect("get"), None);
+        assert_eq!(store.get(b"c").expect("get"), Some(b"3".to_vec()));
+        assert_eq!(
+            store.wal.last_lsn(),
+            3,
+            "the undo took the failed record's lsn"
+        );
+    }
+
+    #[test]
+    fn a_failed_undo_makes_the_store_refuse_commits() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = SledStore::open_with(dir.path(), small()).expect("open");
+        store.wal.tear_next = Some(10);
+        assert!(store.commit(put("a", "1")).is_err());
+        store.wal.tear_next = Some(10);
+        assert!(store.revert(put("a", "0")).is_err());
+        assert!(store.refusal().is_some());
+        assert!(
+            store.commit(put("b", "1")).is_err(),
+            "nothing is committed after that"
+        );
+    }
+
+    #[test]
     fn a_read_sees_every_commit_and_a_clean_close_leaves_nothing_to_replay() {
         let dir = tempfile::tempdir().expect("tempdir");
         {

@@ -172,6 +172,9 @@ pub struct Wal {
     pos: u64,
     next_lsn: u64,
     buf: Vec<u8>,
+    /// Test hook: the next append writes this many bytes of its record, then fails.
+    #[cfg(test)]
+    pub(crate) tear_next: Option<usize>,
 }
 
 /// The records found on disk at open, in lsn order.
@@ -228,6 +231,8 @@ impl Wal {
             pos: 0,
             next_lsn: expected,
             buf: Vec::with_capacity(64 * 1024),
+            #[cfg(test)]
+            tear_next: None,
         };
         Ok((wal, found))
     }
@@ -272,6 +277,13 @@ impl Wal {
             let zeros = vec![0u8; ZERO_CHUNK as usize];
             segment.file.write_all_at(&zeros, segment.allocated)?;
             segment.allocated += ZERO_CHUNK;
+        }
+        #[cfg(test)]
+        if let Some(n) = self.tear_next.take() {
+            segment
+                .file
+                .write_all_at(&self.buf[..n.min(self.buf.len())], self.pos)?;
+            return Err(StoreError::Io("injected: torn write".into()));
         }
         segment.file.write_all_at(&self.buf, self.pos)?;
         segment.file.sync_data()?;
