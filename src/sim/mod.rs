@@ -10,6 +10,7 @@
 pub mod book;
 pub mod cli;
 pub mod echo;
+mod pacer;
 pub mod plot;
 pub mod report;
 
@@ -28,6 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 use tokio_util::codec::Decoder;
 
 /// A boxed error with a message for the operator.
@@ -1105,17 +1107,29 @@ async fn connect(addr: &str) -> Result<TcpStream, SimError> {
     Ok(socket)
 }
 
-/// One connection's load: until `end`, then drain until `drain_end`.
+/// When a connection sends.
+enum Sending {
+    /// As soon as a request in flight is answered.
+    ClosedLoop,
+    /// At `first`, `first + step`, ...; `due` is notified (by the pacer) when a send is due.
+    FixedRate {
+        first: Instant,
+        step: Duration,
+        due: Arc<Notify>,
+    },
+}
+
+/// One connection's load: until `end`, then drain for `drain`.
 ///
 /// Each turn of the loop sends everything that is due as one write (the
-/// requests encoded back to back into one buffer), then reads whatever has
-/// arrived and handles every whole frame in it.
+/// requests encoded back to back into one buffer), then waits for whatever
+/// comes first: bytes to read (every whole frame in them is handled), a send
+/// falling due, or the end of the sending window or of the drain.
 async fn drive(
     mut conn: Conn,
     addr: String,
     inflight: usize,
-    interval: Option<Duration>,
-    start: Instant,
+    sending: Sending,
     end: Instant,
     drain: Duration,
 ) -> ConnResult {
@@ -1130,32 +1144,36 @@ async fn drive(
     let mut codec = FrameCodec::new(conn.header, 64 * 1024);
     let mut inbuf = BytesMut::with_capacity(64 * 1024);
     let mut out = BytesMut::with_capacity(16 * 1024);
-    let mut next_intended = start;
+    // At a fixed rate: the intended time of the next request, and its notification.
+    let (mut next_intended, due) = match &sending {
+        Sending::ClosedLoop => (end, None),
+        Sending::FixedRate { first, due, .. } => (*first, Some(Arc::clone(due))),
+    };
     let drain_end = end + drain;
     // One timer for the whole run, moved only when the next wake-up changes.
     let timer = tokio::time::sleep_until(end.into());
     tokio::pin!(timer);
     let mut now = Instant::now();
     loop {
-        let sending = now < end;
+        let in_window = now < end;
         out.clear();
-        if sending {
+        if in_window {
             conn.tick_clock(now);
             let sent_before = conn.result.sent;
-            match interval {
+            match &sending {
                 // Closed loop: the batch goes out now, in one write.
-                None => {
+                Sending::ClosedLoop => {
                     while conn.pending.len() < inflight {
                         let p = conn.next_request(now);
                         conn.send(p, &mut out);
                     }
                 }
                 // Fixed rate: latency counts from each request's intended time.
-                Some(step) => {
+                Sending::FixedRate { step, .. } => {
                     while conn.pending.len() < inflight && next_intended <= now {
                         let p = conn.next_request(next_intended);
                         conn.send(p, &mut out);
-                        next_intended += step;
+                        next_intended += *step;
                     }
                 }
             }
@@ -1170,20 +1188,24 @@ async fn drive(
                 break;
             }
         }
-        if !sending && conn.pending.is_empty() {
+        if !in_window && conn.pending.is_empty() {
             break;
         }
         if now >= drain_end {
             break;
         }
-        let wake = match interval {
-            Some(_) if sending && conn.pending.len() < inflight => next_intended.min(end),
-            _ if sending => end,
-            _ => drain_end,
-        };
+        let wake = if in_window { end } else { drain_end };
         if timer.deadline() != wake.into() {
             timer.as_mut().reset(wake.into());
         }
+        // Only a send that can go out now is worth waking for.
+        let may_send = in_window && conn.pending.len() < inflight;
+        let paced = async {
+            match &due {
+                Some(due) if may_send => due.notified().await,
+                _ => std::future::pending().await,
+            }
+        };
         tokio::select! {
             biased;
             read = socket.read_buf(&mut inbuf) => {
@@ -1221,6 +1243,7 @@ async fn drive(
                 }
             }
             () = &mut timer => {}
+            () = paced => {}
         }
         now = Instant::now();
     }
@@ -1497,23 +1520,42 @@ pub async fn run(config: SimConfig) -> Result<Report, SimError> {
         .then(|| Duration::from_secs_f64(config.connections as f64 / config.rate));
     let start = Instant::now();
     let end = start + config.duration;
-    let mut tasks = Vec::with_capacity(config.connections);
+    let mut connections = Vec::with_capacity(config.connections);
+    let mut schedules = Vec::new();
     for i in 0..config.connections {
         let conn = new_conn(&config, &shared, i, terminal_id(&tag, i));
-        // Spread the connections' schedules over one interval.
-        let phase = interval
-            .map(|step| step.mul_f64(i as f64 / config.connections as f64))
-            .unwrap_or_default();
-        tasks.push(tokio::spawn(drive(
-            conn,
-            config.addr.clone(),
-            config.inflight,
-            interval,
-            start + phase,
-            end,
-            config.drain,
-        )));
+        let sending = match interval {
+            None => Sending::ClosedLoop,
+            Some(step) => {
+                // Spread the connections' schedules over one interval.
+                let first = start + step.mul_f64(i as f64 / config.connections as f64);
+                let due = Arc::new(Notify::new());
+                schedules.push(pacer::Schedule {
+                    first,
+                    due: Arc::clone(&due),
+                });
+                Sending::FixedRate { first, step, due }
+            }
+        };
+        connections.push((conn, sending));
     }
+    let pacer = match interval {
+        Some(step) => Some(pacer::Pacer::start(schedules, step, end)?),
+        None => None,
+    };
+    let tasks: Vec<_> = connections
+        .into_iter()
+        .map(|(conn, sending)| {
+            tokio::spawn(drive(
+                conn,
+                config.addr.clone(),
+                config.inflight,
+                sending,
+                end,
+                config.drain,
+            ))
+        })
+        .collect();
     let ticker = config.progress.then(|| {
         let live = Arc::clone(&shared.live);
         tokio::spawn(progress(live, start, config.duration))
@@ -1525,6 +1567,8 @@ pub async fn run(config: SimConfig) -> Result<Report, SimError> {
                 .map_err(|e| format!("a connection task failed: {e}"))?,
         );
     }
+    // Stops and joins the pacer thread (it has stopped by itself at the end of sending).
+    drop(pacer);
     let elapsed = start
         .elapsed()
         .min(config.duration.max(Duration::from_millis(1)) + config.drain);
