@@ -7,7 +7,7 @@ use super::{Dialect, SimError};
 use crate::framing::{encode_frame, FrameCodec, LengthHeader};
 use crate::iso8583::{Message, Spec};
 use crate::protocol::response_mti;
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -21,15 +21,25 @@ const ECHO_FIELDS: &[usize] = &[
 ];
 
 /// The answer to `request`: MTI + 10, echoed fields, field 39 approved.
-pub fn answer(request: &Message, approval: &str) -> Message {
-    let mut out = Message::new(response_mti(request.mti()));
-    for (n, value) in request.fields() {
-        if ECHO_FIELDS.contains(&n) {
-            out.set(n, value.clone());
+///
+/// The request becomes its answer in place, so the echoed values are
+/// neither copied nor reference-counted again.
+pub fn answer(mut request: Message, approval: &'static str) -> Message {
+    request.set_mti(response_mti(request.mti()));
+    // Field numbers are at most 128: a stack list, no allocation.
+    let mut dropped = [0usize; 128];
+    let mut count = 0;
+    for (n, _) in request.fields() {
+        if !ECHO_FIELDS.contains(&n) {
+            dropped[count] = n;
+            count += 1;
         }
     }
-    out.set(39, approval.to_string());
-    out
+    for &n in &dropped[..count] {
+        request.remove(n);
+    }
+    request.set(39, Bytes::from_static(approval.as_bytes()));
+    request
 }
 
 async fn connection(mut socket: TcpStream, spec: Arc<Spec>, header: LengthHeader) {
@@ -53,7 +63,7 @@ async fn connection(mut socket: TcpStream, spec: Arc<Spec>, header: LengthHeader
                         continue;
                     };
                     body.clear();
-                    if spec.encode(&answer(&request, approval), &mut body).is_ok() {
+                    if spec.encode(&answer(request, approval), &mut body).is_ok() {
                         let _ = encode_frame(header, &body, &mut out);
                     }
                 }

@@ -10,11 +10,12 @@
 pub mod book;
 pub mod cli;
 pub mod echo;
+mod pacer;
 pub mod plot;
 pub mod report;
 
 use crate::framing::{encode_frame, FrameCodec, LengthHeader};
-use crate::iso8583::{Message, Spec};
+use crate::iso8583::{EncodeError, Message, Spec};
 use crate::protocol::response_mti;
 use book::{Book, SimCard};
 use bytes::{Bytes, BytesMut};
@@ -28,6 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 use tokio_util::codec::Decoder;
 
 /// A boxed error with a message for the operator.
@@ -86,7 +88,8 @@ impl Kind {
     }
 
     fn index(self) -> usize {
-        Kind::ALL.iter().position(|k| *k == self).unwrap_or(0)
+        // The variants are declared in the order of `ALL`.
+        self as usize
     }
 }
 
@@ -271,26 +274,158 @@ const MAX_ANSWERED: usize = 512;
 const MAX_NOTES: usize = 20;
 const HUGE_AMOUNT: i64 = 999_999_999_999;
 
-/// Current UTC time fields: (field 7 MMDDhhmmss, hhmmss, YYMMDDhhmmss, MMDD).
-fn time_fields(secs: u64) -> (String, String, String, String) {
-    let date = crate::calendar::date_of_ms(secs * 1000);
-    let s = secs % 86_400;
-    let hms = format!("{:02}{:02}{:02}", s / 3600, (s / 60) % 60, s % 60);
-    let mmdd = format!("{:02}{:02}", date.month, date.day);
-    let yy = date.year.rem_euclid(100);
-    (
-        format!("{mmdd}{hms}"),
-        hms.clone(),
-        format!("{yy:02}{mmdd}{hms}"),
-        mmdd,
-    )
+/// The date-time fields of the current second (UTC), shared by every request
+/// sent within it.
+#[derive(Clone, Default)]
+struct Clock {
+    /// Seconds since the Unix epoch these fields describe.
+    secs: u64,
+    /// Field 7: MMDDhhmmss.
+    transmission: Bytes,
+    /// Field 12 (1987): hhmmss.
+    local_time: Bytes,
+    /// Field 12 (1993): YYMMDDhhmmss.
+    local_date_time: Bytes,
+    /// Field 13: MMDD.
+    local_date: Bytes,
 }
 
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+impl Clock {
+    fn at(secs: u64) -> Clock {
+        // One allocation; every field is a slice of YYMMDDhhmmss.
+        let all = Bytes::copy_from_slice(&date_time_digits(secs));
+        Clock {
+            secs,
+            transmission: all.slice(2..12),
+            local_time: all.slice(6..12),
+            local_date: all.slice(2..6),
+            local_date_time: all,
+        }
+    }
+}
+
+/// `secs` since the Unix epoch as YYMMDDhhmmss (UTC).
+fn date_time_digits(secs: u64) -> [u8; 12] {
+    let date = crate::calendar::date_of_ms(secs.saturating_mul(1000));
+    let s = secs % 86_400;
+    let pairs = [
+        u64::from(date.year.rem_euclid(100).unsigned_abs()),
+        u64::from(date.month),
+        u64::from(date.day),
+        s / 3600,
+        (s / 60) % 60,
+        s % 60,
+    ];
+    let mut out = [b'0'; 12];
+    for (digits, value) in out.chunks_exact_mut(2).zip(pairs) {
+        digits[0] = b'0' + (value / 10 % 10) as u8;
+        digits[1] = b'0' + (value % 10) as u8;
+    }
+    out
+}
+
+/// Wall-clock seconds at `now`, from a (monotonic, wall) pair taken once, so
+/// that the hot path reads no system clock.
+#[derive(Clone, Copy)]
+struct WallClock {
+    base: Instant,
+    base_since_epoch: Duration,
+}
+
+impl WallClock {
+    fn new() -> WallClock {
+        WallClock {
+            base: Instant::now(),
+            base_since_epoch: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default(),
+        }
+    }
+
+    fn secs_at(self, now: Instant) -> u64 {
+        (self.base_since_epoch + now.saturating_duration_since(self.base)).as_secs()
+    }
+}
+
+/// `value` in decimal, zero-padded to at least `width` digits (as
+/// `{value:0width$}`), cut from `arena`.
+fn zero_padded(arena: &mut Arena, value: u64, width: usize) -> Bytes {
+    let mut digits = [b'0'; 20];
+    let mut rest = value;
+    let mut start = digits.len();
+    while rest > 0 {
+        start -= 1;
+        digits[start] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    let start = start.min(digits.len() - width.min(digits.len()));
+    arena.copy(&digits[start..])
+}
+
+/// Where a connection cuts the bytes of its requests from (varying field
+/// values, encoded bodies): one allocation serves many requests, and each
+/// piece is a reference-counted slice of it.
+struct Arena(BytesMut);
+
+impl Arena {
+    /// The size of one block.
+    const BLOCK: usize = 16 * 1024;
+
+    fn new() -> Arena {
+        Arena(BytesMut::with_capacity(Arena::BLOCK))
+    }
+
+    /// Room for at least `len` more bytes: in the current block if it has
+    /// them, else in a new one (the old block lives while a piece of it does).
+    fn reserve(&mut self, len: usize) {
+        if self.0.capacity() - self.0.len() < len {
+            self.0.reserve(len.max(Arena::BLOCK));
+        }
+    }
+
+    /// A copy of `bytes`.
+    fn copy(&mut self, bytes: &[u8]) -> Bytes {
+        self.reserve(bytes.len());
+        self.0.extend_from_slice(bytes);
+        self.0.split().freeze()
+    }
+
+    /// `spec`'s wire form of `message` (the frame body).
+    fn encode(&mut self, spec: &Spec, message: &Message) -> Result<Bytes, EncodeError> {
+        self.reserve(1024);
+        spec.encode(message, &mut self.0)?;
+        Ok(self.0.split().freeze())
+    }
+}
+
+/// The field values of a card, built once per run so that a request costs
+/// reference-count increments instead of allocations. Holds the clear PAN
+/// and CVV2: never print it.
+struct CardFields {
+    pan: Bytes,
+    expiry: Bytes,
+    currency: Bytes,
+    /// The CVV2 as the spec carries it: (field, TLV value).
+    cvv2: Option<(usize, Bytes)>,
+}
+
+impl CardFields {
+    fn of_book(book: &Book, spec: &Spec) -> Vec<CardFields> {
+        let location = spec.cvv2_location();
+        let has_cvv2_field = spec.field(location.field).is_some();
+        book.cards
+            .iter()
+            .map(|card| CardFields {
+                pan: Bytes::from(card.pan.clone()),
+                expiry: Bytes::from(card.expiry.clone()),
+                currency: Bytes::from(format!("{:03}", card.currency.numeric)),
+                cvv2: card.cvv2.as_ref().filter(|_| has_cvv2_field).map(|cvv2| {
+                    let value = format!("{}{:02}{}", location.tag, cvv2.len(), cvv2);
+                    (location.field, Bytes::from(value))
+                }),
+            })
+            .collect()
+    }
 }
 
 /// What the sim expects of a response code.
@@ -306,29 +441,72 @@ enum Expect {
     },
 }
 
+/// A request in flight, by STAN.
 struct Pending {
     intended: Instant,
     kind: Kind,
     card: Option<usize>,
     amount: i64,
     hold: i64,
+    /// The second its date-time fields name.
+    secs: u64,
     request: Message,
+    /// The encoded request (frame body), once sent.
+    body: Bytes,
     expect: Expect,
 }
 
+/// What names an approved authorization in field 90/56, with the
+/// connection's acquirer: plain values, so that thousands of them cost
+/// no allocation and no reference count.
+#[derive(Clone, Copy)]
+struct Original {
+    mti: [u8; 4],
+    stan: u32,
+    /// The second its fields 7 and 12 name.
+    secs: u64,
+}
+
+/// An approved authorization that a completion or reversal may follow.
 struct OpenAuth {
     card: usize,
     amount: i64,
-    request: Message,
+    original: Original,
 }
 
+/// Hashes a STAN (a number below 1,000,000) with one multiplication: the
+/// pending map is looked up twice per message.
+#[derive(Default)]
+struct StanHasher(u64);
+
+impl std::hash::Hasher for StanHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8 | u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.0 = u64::from(n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type PendingMap = HashMap<u32, Pending, std::hash::BuildHasherDefault<StanHasher>>;
+
+/// An answered authorization (or decline) that a repeat or duplicate may replay.
 struct Answered {
-    request: Message,
+    stan: u32,
+    /// The request as sent (frame body).
+    body: Bytes,
     code: Bytes,
     approval: Option<Bytes>,
 }
 
-/// Counters shared with the progress line.
+/// Counters shared with the progress line, added to once per batch.
 #[derive(Default)]
 struct Live {
     sent: AtomicU64,
@@ -346,8 +524,10 @@ pub(crate) struct ConnResult {
     pub(crate) unexpected: u64,
     pub(crate) timeouts: u64,
     pub(crate) codes: BTreeMap<String, u64>,
-    pub(crate) kinds: BTreeMap<&'static str, u64>,
-    pub(crate) approved: BTreeMap<&'static str, u64>,
+    /// Requests sent, by [`Kind::index`].
+    pub(crate) kinds: [u64; 9],
+    /// Approvals, by [`Kind::index`].
+    pub(crate) approved: [u64; 9],
     pub(crate) deltas: HashMap<usize, (i64, i64)>,
     pub(crate) unknown: HashSet<usize>,
     pub(crate) notes: Vec<String>,
@@ -369,21 +549,22 @@ struct Conn {
     dialect: Dialect,
     header: LengthHeader,
     book: Arc<Book>,
+    cards: Arc<[CardFields]>,
     mix: Mix,
     checks: Checks,
     rng: StdRng,
-    terminal: String,
+    terminal: Bytes,
     /// Field 32: one acquirer per connection, because field 90/56 names an
     /// original by MTI, STAN, date-time and acquirer, without the terminal.
-    acquirer: String,
+    acquirer: Bytes,
     stan: u32,
-    clock_secs: u64,
-    clock: (String, String, String, String),
-    pending: HashMap<u32, Pending>,
+    wall: WallClock,
+    clock: Clock,
+    pending: PendingMap,
     open: VecDeque<OpenAuth>,
     answered: VecDeque<Answered>,
     live: Arc<Live>,
-    body: BytesMut,
+    arena: Arena,
     result: ConnResult,
 }
 
@@ -407,74 +588,97 @@ impl Conn {
         }
     }
 
-    fn tick_clock(&mut self) {
-        let secs = now_secs();
-        if secs != self.clock_secs {
-            self.clock_secs = secs;
-            self.clock = time_fields(secs);
+    /// Brings the date-time fields to the second of `now`.
+    fn tick_clock(&mut self, now: Instant) {
+        let secs = self.wall.secs_at(now);
+        if secs != self.clock.secs {
+            self.clock = Clock::at(secs);
         }
     }
 
-    /// A request with the fields an acquirer sends.
-    fn request(&mut self, mti: &[u8; 4], card: &SimCard, processing: &str, amount: i64) -> Message {
+    /// A request of card `c` with the fields an acquirer sends.
+    fn request(
+        &mut self,
+        mti: &[u8; 4],
+        c: usize,
+        processing: &'static [u8],
+        amount: i64,
+    ) -> Message {
         let stan = self.next_stan();
-        let mut m = Message::new(self.dialect.mti(mti));
+        let card = &self.cards[c];
+        let mut m = Message::with_capacity(self.dialect.mti(mti), 16);
+        // In ascending field order: each `set` appends.
         m.set(2, card.pan.clone());
-        m.set(3, processing.to_string());
-        m.set(4, format!("{amount:012}"));
-        m.set(7, self.clock.0.clone());
-        m.set(11, format!("{stan:06}"));
+        m.set(3, Bytes::from_static(processing));
+        m.set(
+            4,
+            zero_padded(&mut self.arena, u64::try_from(amount).unwrap_or(0), 12),
+        );
+        m.set(7, self.clock.transmission.clone());
+        m.set(11, zero_padded(&mut self.arena, u64::from(stan), 6));
         m.set(
             12,
             if self.dialect.iso93 {
-                self.clock.2.clone()
+                self.clock.local_date_time.clone()
             } else {
-                self.clock.1.clone()
+                self.clock.local_time.clone()
             },
         );
-        m.set(13, self.clock.3.clone());
-        m.set(18, "5411".to_string());
+        m.set(13, self.clock.local_date.clone());
+        m.set(18, Bytes::from_static(b"5411"));
         m.set(32, self.acquirer.clone());
-        m.set(37, format!("{:04}{stan:08}", self.index % 10_000));
+        m.set(
+            37,
+            zero_padded(
+                &mut self.arena,
+                (self.index % 10_000) as u64 * 100_000_000 + u64::from(stan),
+                12,
+            ),
+        );
         m.set(41, self.terminal.clone());
-        m.set(42, "SIMMERCHANT0001".to_string());
-        m.set(49, format!("{:03}", card.currency.numeric));
+        m.set(42, Bytes::from_static(b"SIMMERCHANT0001"));
+        m.set(49, card.currency.clone());
         m
     }
 
-    fn with_cvv2(&self, m: &mut Message, card: &SimCard) {
-        if let Some(cvv2) = &card.cvv2 {
-            let location = self.spec.cvv2_location();
-            if self.spec.field(location.field).is_some() {
-                m.set(
-                    location.field,
-                    format!("{}{:02}{}", location.tag, cvv2.len(), cvv2),
-                );
-            }
+    /// Field 14 of card `c`.
+    fn with_expiry(&self, m: &mut Message, c: usize) {
+        m.set(14, self.cards[c].expiry.clone());
+    }
+
+    fn with_cvv2(&self, m: &mut Message, c: usize) {
+        if let Some((field, value)) = &self.cards[c].cvv2 {
+            m.set(*field, value.clone());
         }
     }
 
-    /// Field 90 (1987) or 56 (1993) naming `original`.
-    fn set_original(&self, m: &mut Message, original: &Message) {
-        let f =
-            |n: usize| String::from_utf8_lossy(original.get(n).unwrap_or_default()).into_owned();
-        let mti = String::from_utf8_lossy(&original.mti()).into_owned();
-        let acquirer = f(32);
+    /// Field 90 (1987) or 56 (1993) naming `original`, an authorization of this connection.
+    fn set_original(&mut self, m: &mut Message, original: &Original) {
+        let mut value = Vec::with_capacity(48);
+        value.extend_from_slice(&original.mti);
+        value.extend_from_slice(format!("{:06}", original.stan).as_bytes());
+        let date_time = date_time_digits(original.secs);
+        let acquirer = &self.acquirer;
         if self.dialect.iso93 {
-            m.set(
-                56,
-                format!("{mti}{}{}{:02}{acquirer}", f(11), f(12), acquirer.len()),
-            );
+            // Field 12: YYMMDDhhmmss.
+            value.extend_from_slice(&date_time);
+            value.extend_from_slice(format!("{:02}", acquirer.len()).as_bytes());
+            value.extend_from_slice(acquirer);
+            m.set(56, value);
         } else {
-            m.set(
-                90,
-                format!("{mti}{}{}{acquirer:0>11}{:0>11}", f(11), f(7), "0"),
-            );
+            // Field 7: MMDDhhmmss.
+            value.extend_from_slice(&date_time[2..]);
+            // Acquirer and forwarding institution, zero-padded to 11 digits each.
+            let pad = 11usize.saturating_sub(acquirer.len());
+            value.resize(value.len() + pad, b'0');
+            value.extend_from_slice(acquirer);
+            value.resize(value.len() + 11, b'0');
+            m.set(90, value);
         }
     }
 
-    fn small_amount(&mut self, card: &SimCard) -> i64 {
-        let scale = 10i64.pow(card.currency.exponent);
+    fn small_amount(&mut self, c: usize) -> i64 {
+        let scale = 10i64.pow(self.book.cards[c].currency.exponent);
         (self.rng.gen_range(1..=2000) * scale / 100).max(1)
     }
 
@@ -485,7 +689,6 @@ impl Conn {
 
     /// Builds the next request of the mix.
     fn next_request(&mut self, intended: Instant) -> Pending {
-        self.tick_clock();
         let book = Arc::clone(&self.book);
         let mut kind = self.mix.pick(&mut self.rng);
         // Follow-ups need an original; without one they become authorizations.
@@ -496,8 +699,7 @@ impl Conn {
                 let free = n > 0 && {
                     let i = self.rng.gen_range(0..n);
                     self.answered.swap(i, n - 1);
-                    let stan = stan_of(&self.answered[n - 1].request);
-                    !self.pending.contains_key(&stan)
+                    !self.pending.contains_key(&self.answered[n - 1].stan)
                 };
                 if free {
                     kind
@@ -507,23 +709,25 @@ impl Conn {
             }
             other => other,
         };
+        let secs = self.clock.secs;
         let pending = |kind, card, amount, hold, request, expect| Pending {
             intended,
             kind,
             card,
             amount,
             hold,
+            secs,
             request,
+            body: Bytes::new(),
             expect,
         };
         match kind {
             Kind::Auth => {
                 let c = self.good_card();
-                let card = &book.cards[c];
-                let amount = self.small_amount(card);
-                let mut m = self.request(b"0100", card, "000000", amount);
-                m.set(14, card.expiry.clone());
-                self.with_cvv2(&mut m, card);
+                let amount = self.small_amount(c);
+                let mut m = self.request(b"0100", c, b"000000", amount);
+                self.with_expiry(&mut m, c);
+                self.with_cvv2(&mut m, c);
                 pending(kind, Some(c), amount, 0, m, Expect::ApprovedOrInsufficient)
             }
             Kind::Completion | Kind::Reversal => {
@@ -531,7 +735,6 @@ impl Conn {
                 let Some(original) = self.open.swap_remove_back(i) else {
                     return self.auth_fallback(intended);
                 };
-                let card = &book.cards[original.card];
                 let (mti, amount) = if kind == Kind::Completion {
                     // Completions may differ from the hold (tips, fuel): 80–120 %.
                     let amount = (original.amount * self.rng.gen_range(80..=120) / 100)
@@ -540,8 +743,8 @@ impl Conn {
                 } else {
                     (b"0400", original.amount)
                 };
-                let mut m = self.request(mti, card, "000000", amount);
-                self.set_original(&mut m, &original.request);
+                let mut m = self.request(mti, original.card, b"000000", amount);
+                self.set_original(&mut m, &original.original);
                 pending(
                     kind,
                     Some(original.card),
@@ -568,26 +771,27 @@ impl Conn {
                     ),
                     None => {
                         let c = self.good_card();
-                        (c, self.small_amount(&book.cards[c]))
+                        (c, self.small_amount(c))
                     }
                 };
-                let card = &book.cards[c];
-                let mut m = self.request(b"0200", card, "200000", amount);
-                m.set(14, card.expiry.clone());
+                let mut m = self.request(b"0200", c, b"200000", amount);
+                self.with_expiry(&mut m, c);
                 pending(kind, Some(c), amount, 0, m, Expect::Approved)
             }
             Kind::Inquiry => {
                 let c = self.good_card();
-                let card = &book.cards[c];
-                let mut m = self.request(b"0100", card, "310000", 0);
-                m.set(14, card.expiry.clone());
+                let mut m = self.request(b"0100", c, b"310000", 0);
+                self.with_expiry(&mut m, c);
                 pending(kind, Some(c), 0, 0, m, Expect::Approved)
             }
             Kind::Repeat | Kind::Duplicate => {
                 let Some(original) = self.answered.back() else {
                     return self.auth_fallback(intended);
                 };
-                let mut m = original.request.clone();
+                // The request exactly as first sent: it decodes, since it was encoded.
+                let Ok(mut m) = self.spec.decode(&original.body) else {
+                    return self.auth_fallback(intended);
+                };
                 if kind == Kind::Repeat {
                     let mut mti = m.mti();
                     mti[3] |= 1;
@@ -603,41 +807,39 @@ impl Conn {
                 let choice = self.rng.gen_range(0..3);
                 if choice == 0 && !book.bad.is_empty() {
                     let c = book.bad[self.rng.gen_range(0..book.bad.len())];
-                    let card = &book.cards[c];
-                    let amount = self.small_amount(card);
-                    let mut m = self.request(b"0100", card, "000000", amount);
-                    m.set(14, card.expiry.clone());
+                    let amount = self.small_amount(c);
+                    let mut m = self.request(b"0100", c, b"000000", amount);
+                    self.with_expiry(&mut m, c);
                     return pending(kind, Some(c), amount, 0, m, Expect::Declined);
                 }
                 let c = self.good_card();
-                let card = &book.cards[c];
                 if choice == 1 {
-                    let amount = self.small_amount(card);
-                    let mut m = self.request(b"0100", card, "000000", amount);
-                    let wrong = if card.expiry == "2001" {
-                        "2002"
+                    let amount = self.small_amount(c);
+                    let mut m = self.request(b"0100", c, b"000000", amount);
+                    let wrong: &'static [u8] = if book.cards[c].expiry == "2001" {
+                        b"2002"
                     } else {
-                        "2001"
+                        b"2001"
                     };
-                    m.set(14, wrong.to_string());
+                    m.set(14, Bytes::from_static(wrong));
                     pending(kind, Some(c), amount, 0, m, Expect::Declined)
                 } else {
-                    let mut m = self.request(b"0100", card, "000000", HUGE_AMOUNT);
-                    m.set(14, card.expiry.clone());
+                    let mut m = self.request(b"0100", c, b"000000", HUGE_AMOUNT);
+                    self.with_expiry(&mut m, c);
                     pending(kind, Some(c), HUGE_AMOUNT, 0, m, Expect::Insufficient)
                 }
             }
             Kind::Echo => {
                 let stan = self.next_stan();
-                let mut m = Message::new(self.dialect.mti(b"0800"));
+                let mut m = Message::with_capacity(self.dialect.mti(b"0800"), 3);
+                m.set(7, self.clock.transmission.clone());
+                m.set(11, zero_padded(&mut self.arena, u64::from(stan), 6));
                 if self.dialect.iso93 {
                     m.set_mti(*b"1804");
-                    m.set(24, "831".to_string());
+                    m.set(24, Bytes::from_static(b"831"));
                 } else {
-                    m.set(70, "301".to_string());
+                    m.set(70, Bytes::from_static(b"301"));
                 }
-                m.set(7, self.clock.0.clone());
-                m.set(11, format!("{stan:06}"));
                 pending(kind, None, 0, 0, m, Expect::Approved)
             }
         }
@@ -656,27 +858,27 @@ impl Conn {
     }
 
     /// Encodes `p` into `out` and records it as in flight.
-    fn send(&mut self, p: Pending, out: &mut BytesMut) {
-        self.body.clear();
-        if let Err(e) = self.spec.encode(&p.request, &mut self.body) {
-            self.result.protocol_errors += 1;
-            self.note(format!("cannot encode a {} request: {e}", p.kind.name()));
-            return;
-        }
-        if let Err(e) = encode_frame(self.header, &self.body, out) {
+    fn send(&mut self, mut p: Pending, out: &mut BytesMut) {
+        p.body = match self.arena.encode(&self.spec, &p.request) {
+            Ok(body) => body,
+            Err(e) => {
+                self.result.protocol_errors += 1;
+                self.note(format!("cannot encode a {} request: {e}", p.kind.name()));
+                return;
+            }
+        };
+        if let Err(e) = encode_frame(self.header, &p.body, out) {
             self.result.protocol_errors += 1;
             self.note(format!("cannot frame a {} request: {e}", p.kind.name()));
             return;
         }
         self.result.sent += 1;
-        *self.result.kinds.entry(p.kind.name()).or_default() += 1;
-        self.live.sent.fetch_add(1, Ordering::Relaxed);
+        self.result.kinds[p.kind.index()] += 1;
         self.pending.insert(stan_of(&p.request), p);
     }
 
     fn move_legs(&mut self, card: usize, available: i64, held: i64) {
-        let legs = self.book.cards[card].legs.clone();
-        for leg in legs {
+        for &leg in &self.book.cards[card].legs {
             let d = self.result.deltas.entry(leg).or_default();
             d.0 += available;
             d.1 += held;
@@ -685,8 +887,8 @@ impl Conn {
 
     fn mark_unknown(&mut self, card: Option<usize>) {
         if let Some(card) = card {
-            let legs = self.book.cards[card].legs.clone();
-            self.result.unknown.extend(legs);
+            let legs = &self.book.cards[card].legs;
+            self.result.unknown.extend(legs.iter().copied());
         }
     }
 
@@ -716,7 +918,6 @@ impl Conn {
             return;
         };
         self.result.received += 1;
-        self.live.received.fetch_add(1, Ordering::Relaxed);
         let micros = u64::try_from(now.saturating_duration_since(p.intended).as_micros())
             .unwrap_or(u64::MAX);
         self.result.histogram.saturating_record(micros.max(1));
@@ -750,14 +951,16 @@ impl Conn {
             return;
         }
         let code = code.unwrap_or_default();
-        *self
-            .result
-            .codes
-            .entry(String::from_utf8_lossy(&code).into_owned())
-            .or_default() += 1;
+        let code_text = String::from_utf8_lossy(&code);
+        match self.result.codes.get_mut(code_text.as_ref()) {
+            Some(count) => *count += 1,
+            None => {
+                self.result.codes.insert(code_text.into_owned(), 1);
+            }
+        }
         let approved = self.dialect.approved(&code);
         if approved {
-            *self.result.approved.entry(p.kind.name()).or_default() += 1;
+            self.result.approved[p.kind.index()] += 1;
         }
         if self.checks == Checks::Full {
             if let Some(problem) = self.check(&p, &code, &response) {
@@ -788,14 +991,19 @@ impl Conn {
                     self.open.push_back(OpenAuth {
                         card,
                         amount: p.amount,
-                        request: p.request.clone(),
+                        original: Original {
+                            mti: p.request.mti(),
+                            stan,
+                            secs: p.secs,
+                        },
                     });
                 }
                 if self.answered.len() >= MAX_ANSWERED {
                     self.answered.pop_front();
                 }
                 self.answered.push_back(Answered {
-                    request: p.request,
+                    stan,
+                    body: p.body,
                     code,
                     approval: response.get_bytes(38).cloned(),
                 });
@@ -856,11 +1064,15 @@ impl Conn {
     }
 }
 
+/// Field 11 as a number; `u32::MAX` (no STAN the sim sends) when absent or not 1–9 digits.
 fn stan_of(m: &Message) -> u32 {
-    m.get(11)
-        .and_then(|s| std::str::from_utf8(s).ok())
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(u32::MAX)
+    match m.get(11) {
+        Some(digits) if (1..=9).contains(&digits.len()) => digits.iter().try_fold(0u32, |n, &d| {
+            d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0'))
+        }),
+        _ => None,
+    }
+    .unwrap_or(u32::MAX)
 }
 
 /// Field 54: (ledger "01", available "02") in signed minor units.
@@ -895,13 +1107,29 @@ async fn connect(addr: &str) -> Result<TcpStream, SimError> {
     Ok(socket)
 }
 
-/// One connection's load: until `end`, then drain until `drain_end`.
+/// When a connection sends.
+enum Sending {
+    /// As soon as a request in flight is answered.
+    ClosedLoop,
+    /// At `first`, `first + step`, ...; `due` is notified (by the pacer) when a send is due.
+    FixedRate {
+        first: Instant,
+        step: Duration,
+        due: Arc<Notify>,
+    },
+}
+
+/// One connection's load: until `end`, then drain for `drain`.
+///
+/// Each turn of the loop sends everything that is due as one write (the
+/// requests encoded back to back into one buffer), then waits for whatever
+/// comes first: bytes to read (every whole frame in them is handled), a send
+/// falling due, or the end of the sending window or of the drain.
 async fn drive(
     mut conn: Conn,
     addr: String,
     inflight: usize,
-    interval: Option<Duration>,
-    start: Instant,
+    sending: Sending,
     end: Instant,
     drain: Duration,
 ) -> ConnResult {
@@ -916,28 +1144,42 @@ async fn drive(
     let mut codec = FrameCodec::new(conn.header, 64 * 1024);
     let mut inbuf = BytesMut::with_capacity(64 * 1024);
     let mut out = BytesMut::with_capacity(16 * 1024);
-    let mut next_intended = start;
+    // At a fixed rate: the intended time of the next request, and its notification.
+    let (mut next_intended, due) = match &sending {
+        Sending::ClosedLoop => (end, None),
+        Sending::FixedRate { first, due, .. } => (*first, Some(Arc::clone(due))),
+    };
     let drain_end = end + drain;
+    // One timer for the whole run, moved only when the next wake-up changes.
+    let timer = tokio::time::sleep_until(end.into());
+    tokio::pin!(timer);
+    let mut now = Instant::now();
     loop {
-        let now = Instant::now();
-        let sending = now < end;
+        let in_window = now < end;
         out.clear();
-        if sending {
-            match interval {
-                None => {
+        if in_window {
+            conn.tick_clock(now);
+            let sent_before = conn.result.sent;
+            match &sending {
+                // Closed loop: the batch goes out now, in one write.
+                Sending::ClosedLoop => {
                     while conn.pending.len() < inflight {
-                        let p = conn.next_request(Instant::now());
+                        let p = conn.next_request(now);
                         conn.send(p, &mut out);
                     }
                 }
-                Some(step) => {
+                // Fixed rate: latency counts from each request's intended time.
+                Sending::FixedRate { step, .. } => {
                     while conn.pending.len() < inflight && next_intended <= now {
                         let p = conn.next_request(next_intended);
                         conn.send(p, &mut out);
-                        next_intended += step;
+                        next_intended += *step;
                     }
                 }
             }
+            conn.live
+                .sent
+                .fetch_add(conn.result.sent - sent_before, Ordering::Relaxed);
         }
         if !out.is_empty() {
             if let Err(e) = socket.write_all(&out).await {
@@ -946,18 +1188,26 @@ async fn drive(
                 break;
             }
         }
-        if !sending && conn.pending.is_empty() {
+        if !in_window && conn.pending.is_empty() {
             break;
         }
         if now >= drain_end {
             break;
         }
-        let wake = match interval {
-            Some(_) if sending && conn.pending.len() < inflight => next_intended.min(end),
-            _ if sending => end,
-            _ => drain_end,
+        let wake = if in_window { end } else { drain_end };
+        if timer.deadline() != wake.into() {
+            timer.as_mut().reset(wake.into());
+        }
+        // Only a send that can go out now is worth waking for.
+        let may_send = in_window && conn.pending.len() < inflight;
+        let paced = async {
+            match &due {
+                Some(due) if may_send => due.notified().await,
+                _ => std::future::pending().await,
+            }
         };
         tokio::select! {
+            biased;
             read = socket.read_buf(&mut inbuf) => {
                 match read {
                     Ok(0) => {
@@ -966,11 +1216,12 @@ async fn drive(
                         break;
                     }
                     Ok(_) => {
-                        let now = Instant::now();
+                        let arrived = Instant::now();
+                        let received_before = conn.result.received;
                         loop {
                             match codec.decode(&mut inbuf) {
                                 Ok(Some(frame)) if frame.is_empty() => continue,
-                                Ok(Some(frame)) => conn.on_frame(&frame, now),
+                                Ok(Some(frame)) => conn.on_frame(&frame, arrived),
                                 Ok(None) => break,
                                 Err(e) => {
                                     conn.result.protocol_errors += 1;
@@ -980,6 +1231,9 @@ async fn drive(
                                 }
                             }
                         }
+                        conn.live
+                            .received
+                            .fetch_add(conn.result.received - received_before, Ordering::Relaxed);
                     }
                     Err(e) => {
                         conn.result.protocol_errors += 1;
@@ -988,8 +1242,10 @@ async fn drive(
                     }
                 }
             }
-            _ = tokio::time::sleep_until(wake.into()) => {}
+            () = &mut timer => {}
+            () = paced => {}
         }
+        now = Instant::now();
     }
     let unanswered: Vec<_> = conn.pending.drain().map(|(_, p)| p).collect();
     for p in unanswered {
@@ -1049,8 +1305,7 @@ impl Serial {
 /// Balance inquiry of every good card: (ledger, available) by card index.
 async fn inquire_all(
     config: &SimConfig,
-    spec: &Arc<Spec>,
-    book: &Arc<Book>,
+    shared: &RunShared,
     terminal: String,
 ) -> Result<HashMap<usize, Result<(i64, i64), String>>, SimError> {
     let socket = connect(&config.addr).await?;
@@ -1058,16 +1313,15 @@ async fn inquire_all(
         socket,
         codec: FrameCodec::new(config.header, 64 * 1024),
         inbuf: BytesMut::new(),
-        spec: Arc::clone(spec),
+        spec: Arc::clone(&shared.spec),
         header: config.header,
     };
-    let mut conn = new_conn(config, spec, book, usize::MAX, terminal, Arc::default());
-    conn.tick_clock();
+    let mut conn = new_conn(config, shared, usize::MAX, terminal);
     let mut out = HashMap::new();
-    for &c in &book.good {
-        let card = &book.cards[c];
-        let mut m = conn.request(b"0100", card, "310000", 0);
-        m.set(14, card.expiry.clone());
+    for &c in &shared.book.good {
+        conn.tick_clock(Instant::now());
+        let mut m = conn.request(b"0100", c, b"310000", 0);
+        conn.with_expiry(&mut m, c);
         let answer = serial.call(&m).await?;
         let code = answer.get(39).unwrap_or_default();
         let result = if !conn.dialect.approved(code) {
@@ -1086,35 +1340,50 @@ async fn inquire_all(
     Ok(out)
 }
 
-fn new_conn(
-    config: &SimConfig,
-    spec: &Arc<Spec>,
-    book: &Arc<Book>,
-    index: usize,
-    terminal: String,
+/// What the connections of a run share.
+struct RunShared {
+    spec: Arc<Spec>,
+    book: Arc<Book>,
+    cards: Arc<[CardFields]>,
     live: Arc<Live>,
-) -> Conn {
+    wall: WallClock,
+}
+
+impl RunShared {
+    fn new(config: &SimConfig) -> RunShared {
+        RunShared {
+            cards: CardFields::of_book(&config.book, &config.spec).into(),
+            spec: Arc::new(config.spec.clone()),
+            book: Arc::new(config.book.clone()),
+            live: Arc::default(),
+            wall: WallClock::new(),
+        }
+    }
+}
+
+fn new_conn(config: &SimConfig, shared: &RunShared, index: usize, terminal: String) -> Conn {
     Conn {
         index,
-        spec: Arc::clone(spec),
-        dialect: Dialect::of(spec),
+        spec: Arc::clone(&shared.spec),
+        dialect: Dialect::of(&shared.spec),
         header: config.header,
-        book: Arc::clone(book),
+        book: Arc::clone(&shared.book),
+        cards: Arc::clone(&shared.cards),
         mix: config.mix.clone(),
         checks: config.checks,
         rng: StdRng::seed_from_u64(
             config.seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
         ),
-        terminal,
-        acquirer: format!("6{:05}", index % 100_000),
+        terminal: Bytes::from(terminal),
+        acquirer: Bytes::from(format!("6{:05}", index % 100_000)),
         stan: 0,
-        clock_secs: 0,
-        clock: Default::default(),
-        pending: HashMap::new(),
+        wall: shared.wall,
+        clock: Clock::default(),
+        pending: PendingMap::default(),
         open: VecDeque::new(),
         answered: VecDeque::new(),
-        live,
-        body: BytesMut::with_capacity(512),
+        live: Arc::clone(&shared.live),
+        arena: Arena::new(),
         result: ConnResult {
             histogram: new_histogram(),
             sent: 0,
@@ -1124,8 +1393,8 @@ fn new_conn(
             unexpected: 0,
             timeouts: 0,
             codes: BTreeMap::new(),
-            kinds: BTreeMap::new(),
-            approved: BTreeMap::new(),
+            kinds: [0; 9],
+            approved: [0; 9],
             deltas: HashMap::new(),
             unknown: HashSet::new(),
             notes: Vec::new(),
@@ -1237,47 +1506,58 @@ pub async fn run(config: SimConfig) -> Result<Report, SimError> {
     if !(config.rate.is_finite() && config.rate >= 0.0) {
         return Err("--rate must be 0 (closed loop) or a positive number".into());
     }
-    let spec = Arc::new(config.spec.clone());
-    let book = Arc::new(config.book.clone());
+    let shared = RunShared::new(&config);
+    let book = Arc::clone(&shared.book);
     let tag = run_tag(config.seed);
     let full = config.checks == Checks::Full;
     let opening = if full {
-        let inquiries = inquire_all(&config, &spec, &book, format!("O{tag}00000")).await?;
+        let inquiries = inquire_all(&config, &shared, format!("O{tag}00000")).await?;
         Some(opening_from(&book, &inquiries))
     } else {
         None
     };
-    let live = Arc::new(Live::default());
     let interval = (config.rate > 0.0)
         .then(|| Duration::from_secs_f64(config.connections as f64 / config.rate));
     let start = Instant::now();
     let end = start + config.duration;
-    let mut tasks = Vec::with_capacity(config.connections);
+    let mut connections = Vec::with_capacity(config.connections);
+    let mut schedules = Vec::new();
     for i in 0..config.connections {
-        let conn = new_conn(
-            &config,
-            &spec,
-            &book,
-            i,
-            terminal_id(&tag, i),
-            Arc::clone(&live),
-        );
-        // Spread the connections' schedules over one interval.
-        let phase = interval
-            .map(|step| step.mul_f64(i as f64 / config.connections as f64))
-            .unwrap_or_default();
-        tasks.push(tokio::spawn(drive(
-            conn,
-            config.addr.clone(),
-            config.inflight,
-            interval,
-            start + phase,
-            end,
-            config.drain,
-        )));
+        let conn = new_conn(&config, &shared, i, terminal_id(&tag, i));
+        let sending = match interval {
+            None => Sending::ClosedLoop,
+            Some(step) => {
+                // Spread the connections' schedules over one interval.
+                let first = start + step.mul_f64(i as f64 / config.connections as f64);
+                let due = Arc::new(Notify::new());
+                schedules.push(pacer::Schedule {
+                    first,
+                    due: Arc::clone(&due),
+                });
+                Sending::FixedRate { first, step, due }
+            }
+        };
+        connections.push((conn, sending));
     }
+    let pacer = match interval {
+        Some(step) => Some(pacer::Pacer::start(schedules, step, end)?),
+        None => None,
+    };
+    let tasks: Vec<_> = connections
+        .into_iter()
+        .map(|(conn, sending)| {
+            tokio::spawn(drive(
+                conn,
+                config.addr.clone(),
+                config.inflight,
+                sending,
+                end,
+                config.drain,
+            ))
+        })
+        .collect();
     let ticker = config.progress.then(|| {
-        let live = Arc::clone(&live);
+        let live = Arc::clone(&shared.live);
         tokio::spawn(progress(live, start, config.duration))
     });
     let mut results = Vec::with_capacity(tasks.len());
@@ -1287,6 +1567,8 @@ pub async fn run(config: SimConfig) -> Result<Report, SimError> {
                 .map_err(|e| format!("a connection task failed: {e}"))?,
         );
     }
+    // Stops and joins the pacer thread (it has stopped by itself at the end of sending).
+    drop(pacer);
     let elapsed = start
         .elapsed()
         .min(config.duration.max(Duration::from_millis(1)) + config.drain);
@@ -1297,7 +1579,7 @@ pub async fn run(config: SimConfig) -> Result<Report, SimError> {
     }
     let mut report = Report::merge(&config, results, send_window);
     if let Some(opening) = opening {
-        let inquiries = inquire_all(&config, &spec, &book, format!("C{tag}00000")).await?;
+        let inquiries = inquire_all(&config, &shared, format!("C{tag}00000")).await?;
         report.reconciliation = Some(report::reconcile(
             &book,
             &opening.accounts,
@@ -1314,14 +1596,14 @@ pub async fn run(config: SimConfig) -> Result<Report, SimError> {
     Ok(report)
 }
 
-/// Runs the simulation on its own multi-threaded runtime (one worker per core, at most 4).
+/// Runs the simulation on its own single-threaded runtime.
+///
+/// One thread drives every connection: on a small machine shared with the
+/// engine under test, that costs less per message than several workers
+/// (no cross-thread wake-ups, no allocator contention), and leaves the other
+/// cores to the engine.
 pub fn run_blocking(config: SimConfig) -> Result<Report, SimError> {
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-        .min(4);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(run(config))

@@ -2,7 +2,7 @@
 //! balance reconciliation; as text and as JSON.
 
 use super::book::Book;
-use super::{expected_inquiry, new_histogram, ConnResult, SimConfig};
+use super::{expected_inquiry, new_histogram, ConnResult, Kind, SimConfig};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
@@ -156,11 +156,13 @@ impl Report {
             for (k, v) in c.codes {
                 *r.codes.entry(k).or_default() += v;
             }
-            for (k, v) in c.kinds {
-                *r.kinds.entry(k.to_string()).or_default() += v;
-            }
-            for (k, v) in c.approved {
-                *r.approved.entry(k.to_string()).or_default() += v;
+            for (kind, (sent, approved)) in Kind::ALL.iter().zip(c.kinds.iter().zip(c.approved)) {
+                if *sent > 0 {
+                    *r.kinds.entry(kind.name().to_string()).or_default() += sent;
+                }
+                if approved > 0 {
+                    *r.approved.entry(kind.name().to_string()).or_default() += approved;
+                }
             }
             for (k, (a, held)) in c.deltas {
                 let d = r.deltas.entry(k).or_default();
