@@ -1186,7 +1186,10 @@ pub fn history(state: &State, filter: &HistoryFilter) -> HistoryPage {
     let mut items = Vec::new();
     let mut next_cursor = None;
     // Newest first, from the cursor down, without looking at older pages.
-    let newest_first = state.txns.range(..filter.before.unwrap_or(u64::MAX)).rev();
+    let below = filter
+        .before
+        .map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
+    let newest_first = state.txns.range((std::ops::Bound::Unbounded, below)).rev();
     for (_, txn) in newest_first {
         let mut balances: Vec<String> = txn.legs.iter().map(|l| l.balance.clone()).collect();
         if let Some(b) = card_balance(txn) {

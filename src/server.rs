@@ -374,15 +374,20 @@ impl Connection {
     }
 }
 
-/// A metric label for an MTI or response code: 2 to 4 digits or letters,
-/// otherwise `other` (what came from outside never becomes a label as is).
-fn label_key(value: &[u8]) -> [u8; 4] {
+/// A metric label for an MTI (4 characters) or a response code (2 to 4):
+/// digits and letters only, otherwise `other` (what came from outside never
+/// becomes a label as is).
+fn label_key(value: &[u8], lengths: std::ops::RangeInclusive<usize>) -> [u8; 4] {
     let mut key = [0u8; 4];
-    if (2..=4).contains(&value.len()) && value.iter().all(u8::is_ascii_alphanumeric) {
+    if lengths.contains(&value.len()) && value.iter().all(u8::is_ascii_alphanumeric) {
         key[..value.len()].copy_from_slice(value);
     }
     key
 }
+
+/// Most distinct label values a connection keeps handles for; a peer that
+/// cycles through MTIs gets `other` beyond it.
+const METER_LABELS: usize = 32;
 
 fn label_of(key: &[u8; 4]) -> String {
     match key.iter().position(|b| *b == 0) {
@@ -403,8 +408,21 @@ struct Meters {
 impl Meters {
     /// Records one answer: latency per request MTI, count per MTI and response code.
     fn record(&mut self, request: &Message, response: &Message, started: Instant) {
-        let mti = label_key(&request.mti());
-        let code = label_key(response.get(39).unwrap_or(b""));
+        let mut mti = label_key(&request.mti(), 4..=4);
+        let mut code = label_key(response.get(39).unwrap_or(b""), 2..=4);
+        if self.responses.len() >= METER_LABELS {
+            // Keep the handles already made; anything new is `other`.
+            if !self.latency.iter().any(|(m, _)| *m == mti) {
+                mti = [0; 4];
+            }
+            if !self
+                .responses
+                .iter()
+                .any(|(m, c, _)| *m == mti && *c == code)
+            {
+                code = [0; 4];
+            }
+        }
         let latency = match self.latency.iter().position(|(m, _)| *m == mti) {
             Some(i) => &self.latency[i].1,
             None => {

@@ -459,6 +459,15 @@ impl<S: Store> Engine<S> {
             status.last_batch_ms.store(done, Ordering::Relaxed);
             if let Err(e) = &committed {
                 metrics::counter!("antaca_engine_commit_failures_total").increment(1);
+                if let Some(reason) = self.store.refusal() {
+                    // The store cannot say whether the batch is on disk (its undo
+                    // failed too): a "declined" answer could be contradicted by a
+                    // replay after a restart. Answer nothing, so the acquirers time
+                    // out and reverse, and stop: new requests get "system
+                    // malfunction" from the connections until a restart.
+                    tracing::error!(error = %e, reason = %reason, batch_size, "the store refuses commits; the writer stops without answering its batch");
+                    break;
+                }
                 tracing::error!(error = %e, batch_size, "commit failed; answering the batch with system malfunction");
                 for (_, response) in &mut replies {
                     *response = AuthResponse::outcome(Outcome::SystemMalfunction);

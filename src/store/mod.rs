@@ -91,8 +91,9 @@ pub trait Store: Send + 'static {
     /// On an error the batch may still have been applied (sled applies, then
     /// flushes): the caller puts the old values back with [`Store::revert`].
     fn commit(&mut self, batch: WriteBatch) -> Result<(), StoreError>;
-    /// Applies a batch that undoes a failed commit. Not flushed: the next
-    /// successful commit makes it durable together with its own writes.
+    /// Applies a batch that undoes a failed commit. Whether it is durable
+    /// at once or with the next commit is the store's choice; an error means
+    /// the store no longer knows what it holds ([`Store::refusal`] says so).
     fn revert(&mut self, batch: WriteBatch) -> Result<(), StoreError>;
     /// Why the store refuses every commit until a restart, if it does.
     fn refusal(&self) -> Option<String> {

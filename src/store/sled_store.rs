@@ -26,7 +26,7 @@
 use super::wal::{decode_ops, encode_ops, Op, Wal, WalConfig};
 use super::{keys, Pair, Store, StoreError, WriteBatch};
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 /// Writes by key (the latest wins), hashed with foldhash: SipHash showed in the writer's profile.
 type Writes = std::collections::HashMap<Vec<u8>, Option<Vec<u8>>, foldhash::fast::RandomState>;
@@ -104,6 +104,8 @@ pub struct SledStore {
     /// Set when a log write failed and its place could not be overwritten:
     /// the log's tail is unknown, so nothing more is committed until a restart.
     broken: Option<String>,
+    /// The last log write failed: the next record goes in its place.
+    retry_in_place: bool,
 }
 
 const WAL_LSN: &str = "wal_lsn";
@@ -140,7 +142,13 @@ impl SledStore {
         // sled 0.34 keeps its log and pages in the one file `db` (plus `conf`, written
         // once, and snapshots it can rebuild from the log).
         let log = File::open(dir.join("sled").join("db"))?;
-        log.sync_all()?;
+        let mut durable = Durable {
+            db: db.clone(),
+            log,
+            sled_dir: dir.join("sled"),
+            synced_blobs: HashSet::new(),
+        };
+        durable.log.sync_all()?;
         // Make the directory entries of sled's files durable too.
         sync_dir(&dir.join("sled"))?;
         sync_dir(dir)?;
@@ -162,7 +170,7 @@ impl SledStore {
             }
         }
         if upto > checkpointed {
-            checkpoint(&db, &log, replay, upto)?;
+            checkpoint(&mut durable, replay, upto)?;
         }
 
         let shared = Arc::new(Shared {
@@ -173,11 +181,10 @@ impl SledStore {
             changed: Condvar::new(),
         });
         let (jobs, rx) = mpsc::channel();
-        let thread_db = db.clone();
         let thread_shared = shared.clone();
         let checkpointer = std::thread::Builder::new()
             .name("antaca-checkpoint".into())
-            .spawn(move || run_checkpoints(&thread_db, &log, &rx, &thread_shared))?;
+            .spawn(move || run_checkpoints(&mut durable, &rx, &thread_shared))?;
         Ok(SledStore {
             db,
             dir: dir.to_path_buf(),
@@ -189,6 +196,7 @@ impl SledStore {
             jobs: Some(jobs),
             checkpointer: Some(checkpointer),
             broken: None,
+            retry_in_place: false,
         })
     }
 
@@ -246,8 +254,14 @@ impl SledStore {
         if let Some(e) = &self.shared.lock().failed {
             return Err(StoreError::Io(format!("checkpoint failed: {e}")));
         }
+        if ops.is_empty() {
+            return Ok(());
+        }
         let len = self.wal.encode(&ops);
-        if !self.wal.fits(len) {
+        // After a failed write the next record takes its place, whatever its
+        // size: moving on would leave the failed record (which may have
+        // reached the disk) in the log under the lsn the next one takes.
+        if !self.retry_in_place && !self.wal.fits(len) {
             // Move on to the next segment once sled holds everything it contains.
             self.hand_over();
             let (next, holds) = self.wal.next_segment();
@@ -259,7 +273,11 @@ impl SledStore {
             }
             self.wal.begin(next);
         }
-        self.wal.append()?;
+        if let Err(e) = self.wal.append() {
+            self.retry_in_place = true;
+            return Err(e);
+        }
+        self.retry_in_place = false;
         let mut pending = self.pending.borrow_mut();
         pending.since.get_or_insert_with(Instant::now);
         for (key, value) in ops {
@@ -283,15 +301,66 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 
 /// Key prefixes whose writes sled receives as log chunks.
 const CHUNKED: [&[u8]; 2] = [keys::TXN, keys::JOURNAL];
-/// Most bytes of writes in one chunk value.
-const CHUNK_BYTES: usize = 1 << 20;
+/// Most bytes of writes in one chunk value. sled writes a page (up to 16
+/// entries) bigger than 128 KiB to a file of its own, a "blob"; 4 KiB chunks
+/// keep pages below that (blobs are still synced, see [`Durable::flush`]).
+const CHUNK_BYTES: usize = 4 << 10;
 
 fn chunked(key: &[u8]) -> bool {
     CHUNKED.iter().any(|p| key.starts_with(p))
 }
 
-/// Applies `writes` to sled with the checkpoint lsn, flushes, and syncs sled's file.
-fn checkpoint(db: &sled::Db, log: &File, writes: Writes, upto: u64) -> Result<(), StoreError> {
+/// sled and what makes its writes durable.
+struct Durable {
+    db: sled::Db,
+    /// sled's main file (`sled/db`), synced after each flush.
+    log: File,
+    sled_dir: PathBuf,
+    /// Blob files already synced (sled writes a large page to a file of its own).
+    synced_blobs: HashSet<std::ffi::OsString>,
+}
+
+impl Durable {
+    /// sled's `flush`, then what it leaves to the page cache made durable:
+    /// every blob file not synced yet, their directories, and the main file.
+    fn flush(&mut self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        let blobs = self.sled_dir.join("blobs");
+        let mut present = HashSet::new();
+        let mut new = false;
+        match std::fs::read_dir(&blobs) {
+            Ok(entries) => {
+                for entry in entries {
+                    let name = entry?.file_name();
+                    if !self.synced_blobs.contains(&name) {
+                        match File::open(blobs.join(&name)) {
+                            Ok(file) => file.sync_all()?,
+                            // sled removed it meanwhile (it was replaced).
+                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                            Err(e) => return Err(e.into()),
+                        }
+                        new = true;
+                    }
+                    present.insert(name);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        if new {
+            sync_dir(&blobs)?;
+            sync_dir(&self.sled_dir)?;
+        }
+        self.synced_blobs = present;
+        self.log.sync_data()?;
+        Ok(())
+    }
+}
+
+/// Applies `writes` to sled and makes them durable, then records `upto` as
+/// checkpointed (in a second step, so that the mark never becomes durable
+/// before what it covers; replaying a record twice is harmless).
+fn checkpoint(durable: &mut Durable, writes: Writes, upto: u64) -> Result<(), StoreError> {
     let mut batch = sled::Batch::default();
     let mut logged: Vec<Op> = Vec::new();
     for (key, value) in writes {
@@ -309,8 +378,7 @@ fn checkpoint(db: &sled::Db, log: &File, writes: Writes, upto: u64) -> Result<()
     let mut start = 0usize;
     let mut bytes = 0usize;
     let mut value = Vec::new();
-    for i in 0..logged.len() {
-        let (key, v) = &logged[i];
+    for (i, (key, v)) in logged.iter().enumerate() {
         bytes += key.len() + v.as_ref().map_or(0, Vec::len) + 9;
         if bytes >= CHUNK_BYTES || i + 1 == logged.len() {
             value.clear();
@@ -321,14 +389,13 @@ fn checkpoint(db: &sled::Db, log: &File, writes: Writes, upto: u64) -> Result<()
             bytes = 0;
         }
     }
-    batch.insert(
+    durable.db.apply_batch(batch)?;
+    durable.flush()?;
+    durable.db.insert(
         keys::key(keys::META, WAL_LSN),
         upto.to_string().into_bytes(),
-    );
-    db.apply_batch(batch)?;
-    db.flush()?;
-    log.sync_data()?;
-    Ok(())
+    )?;
+    durable.flush()
 }
 
 fn chunk_key(upto: u64, part: u32) -> Vec<u8> {
@@ -366,7 +433,22 @@ fn read_prefix(db: &sled::Db, prefix: &[u8]) -> Result<BTreeMap<Vec<u8>, Vec<u8>
 }
 
 /// The checkpoint thread: applies jobs in order, merging those that queued up.
-fn run_checkpoints(db: &sled::Db, log: &File, jobs: &mpsc::Receiver<Job>, shared: &Shared) {
+fn run_checkpoints(durable: &mut Durable, jobs: &mpsc::Receiver<Job>, shared: &Shared) {
+    /// A panic (sled asserts on what it reads) must not leave the writer
+    /// waiting for a checkpoint forever: it records a failure on the way out.
+    struct OnPanic<'a>(&'a Shared);
+    impl Drop for OnPanic<'_> {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                self.0
+                    .lock()
+                    .failed
+                    .get_or_insert_with(|| "the checkpoint thread panicked".into());
+                self.0.changed.notify_all();
+            }
+        }
+    }
+    let _guard = OnPanic(shared);
     lower_priority();
     while let Ok(Job::Apply {
         mut writes,
@@ -382,7 +464,7 @@ fn run_checkpoints(db: &sled::Db, log: &File, jobs: &mpsc::Receiver<Job>, shared
             upto = later_upto;
         }
         let started = Instant::now();
-        let result = checkpoint(db, log, writes, upto);
+        let result = checkpoint(durable, writes, upto);
         metrics::histogram!("antaca_store_checkpoint_seconds")
             .record(started.elapsed().as_secs_f64());
         let mut progress = shared.lock();

@@ -116,7 +116,7 @@ pub fn scan(bytes: &[u8]) -> Vec<(u64, &[u8])> {
             break;
         }
         if let Some((previous, _)) = out.last() {
-            if lsn != previous + 1 {
+            if previous.checked_add(1) != Some(lsn) {
                 break;
             }
         }
@@ -215,14 +215,16 @@ impl Wal {
         }
         File::open(dir)?.sync_all()?;
         found.sort_by_key(|(lsn, _)| *lsn);
-        let mut expected = checkpointed + 1;
+        let exhausted =
+            || StoreError::Corrupt("the write-ahead log's numbering is exhausted".into());
+        let mut expected = checkpointed.checked_add(1).ok_or_else(exhausted)?;
         for (lsn, _) in &found {
             if *lsn != expected {
                 return Err(StoreError::Corrupt(format!(
                     "the write-ahead log has a gap: record {expected} is missing before {lsn}"
                 )));
             }
-            expected += 1;
+            expected = expected.checked_add(1).ok_or_else(exhausted)?;
         }
         let wal = Wal {
             config,
