@@ -92,6 +92,25 @@ fn holds_expire_after_the_configured_time() {
 }
 
 #[tokio::test]
+async fn a_store_that_cannot_tell_what_it_holds_gets_no_answer_and_stops_the_writer() {
+    let store = MemoryStore::new();
+    let (handle, writer) = engine(store.clone()).spawn().expect("spawn");
+    store.set_fail_commits(true);
+    store.set_refusal(Some("the undo failed too"));
+    // Whether the batch is on disk is unknown: no "declined" may contradict a
+    // later replay, so the request is not answered at all.
+    let unanswered = handle
+        .request(parse(&request("0100", &pan("ok"), "000000", 1_000, 1)))
+        .await;
+    assert!(unanswered.is_err(), "no answer: {unanswered:?}");
+    writer.join().expect("the writer stopped cleanly");
+    let later = handle
+        .request(parse(&request("0100", &pan("ok"), "000000", 1_000, 2)))
+        .await;
+    assert!(later.is_err(), "the writer takes nothing more");
+}
+
+#[tokio::test]
 async fn a_failing_disk_answers_system_malfunction_and_changes_nothing() {
     let store = MemoryStore::new();
     let engine = engine(store.clone());

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 pub struct MemoryStore {
     data: Arc<Mutex<BTreeMap<Vec<u8>, Vec<u8>>>>,
     fail_commits: Arc<AtomicBool>,
+    refusal: Arc<Mutex<Option<String>>>,
 }
 
 impl MemoryStore {
@@ -23,6 +24,12 @@ impl MemoryStore {
     /// memory, as sled's does when the flush fails (a dead disk).
     pub fn set_fail_commits(&self, fail: bool) {
         self.fail_commits.store(fail, Ordering::SeqCst);
+    }
+
+    /// Makes the store report that it refuses commits (as a store whose
+    /// undo of a failed write failed too), or no longer.
+    pub fn set_refusal(&self, reason: Option<&str>) {
+        *self.refusal.lock().unwrap_or_else(PoisonError::into_inner) = reason.map(str::to_string);
     }
 }
 
@@ -47,6 +54,13 @@ impl Store for MemoryStore {
             return Err(StoreError::Io("injected flush failure".into()));
         }
         Ok(())
+    }
+
+    fn refusal(&self) -> Option<String> {
+        self.refusal
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     fn revert(&mut self, batch: WriteBatch) -> Result<(), StoreError> {
