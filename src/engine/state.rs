@@ -27,11 +27,11 @@ pub struct State {
     /// Transactions by id.
     pub txns: BTreeMap<u64, Txn>,
     /// Transaction id by idempotency key.
-    pub txn_by_key: HashMap<String, u64>,
+    pub txn_by_key: ShardedIndex,
     /// Transaction id by original key (what field 90/56 names).
-    pub txn_by_original_key: HashMap<String, u64>,
+    pub txn_by_original_key: ShardedIndex,
     /// Reversals that arrived before their original, by the original's orphan key.
-    pub orphan_reversals: HashMap<String, u64>,
+    pub orphan_reversals: ShardedIndex,
     /// Active holds by (expiry ms, txn id).
     pub active_holds: BTreeSet<(u64, u64)>,
     /// Management records (JSON) by key, e.g. `admin/alice`, `kyc/u-1`, `outbox/…`.
@@ -40,6 +40,77 @@ pub struct State {
     pub next_txn: u64,
     /// Next journal sequence.
     pub next_journal: u64,
+}
+
+/// A string-keyed index of transaction ids, split into 256 hash tables. A
+/// hash table that grows moves all its entries at once; with millions of
+/// transactions that stalled the writer for hundreds of milliseconds, where
+/// a shard moves a 256th of them.
+pub struct ShardedIndex {
+    shards: Vec<HashMap<String, u64>>,
+    router: foldhash::quality::RandomState,
+    len: usize,
+}
+
+impl Default for ShardedIndex {
+    fn default() -> Self {
+        ShardedIndex {
+            shards: (0..256).map(|_| HashMap::default()).collect(),
+            router: foldhash::quality::RandomState::default(),
+            len: 0,
+        }
+    }
+}
+
+impl ShardedIndex {
+    fn shard(&self, key: &str) -> usize {
+        use std::hash::BuildHasher;
+        (self.router.hash_one(key) >> 56) as usize % self.shards.len()
+    }
+
+    /// The id under `key`.
+    pub fn get(&self, key: &str) -> Option<&u64> {
+        self.shards[self.shard(key)].get(key)
+    }
+
+    /// Sets the id under `key`, returning the previous one.
+    pub fn insert(&mut self, key: String, id: u64) -> Option<u64> {
+        let shard = self.shard(&key);
+        let previous = self.shards[shard].insert(key, id);
+        if previous.is_none() {
+            self.len += 1;
+        }
+        previous
+    }
+
+    /// Removes `key`, returning its id.
+    pub fn remove(&mut self, key: &str) -> Option<u64> {
+        let shard = self.shard(key);
+        let removed = self.shards[shard].remove(key);
+        if removed.is_some() {
+            self.len -= 1;
+        }
+        removed
+    }
+
+    /// Sets the id under `key` unless it already has one.
+    pub fn insert_if_absent(&mut self, key: String, id: u64) {
+        let shard = self.shard(&key);
+        if let std::collections::hash_map::Entry::Vacant(slot) = self.shards[shard].entry(key) {
+            slot.insert(id);
+            self.len += 1;
+        }
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when there is no key.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
 }
 
 /// Serialises a record for the store.
@@ -85,8 +156,7 @@ impl State {
         }
         self.txn_by_key.insert(txn.key.clone(), txn.id);
         self.txn_by_original_key
-            .entry(txn.original_key.clone())
-            .or_insert(txn.id);
+            .insert_if_absent(txn.original_key.clone(), txn.id);
         self.txns.insert(txn.id, txn);
     }
 
@@ -371,4 +441,30 @@ fn put_counters(batch: &mut WriteBatch, next_txn: u64, next_journal: u64) {
         keys::key(keys::META, "next_journal"),
         next_journal.to_string().into_bytes(),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ShardedIndex;
+
+    #[test]
+    fn the_sharded_index_behaves_as_one_map() {
+        let mut index = ShardedIndex::default();
+        assert!(index.is_empty());
+        for i in 0..1000u64 {
+            assert_eq!(index.insert(format!("k{i}"), i), None);
+        }
+        assert_eq!(index.len(), 1000);
+        assert_eq!(index.insert("k7".into(), 70), Some(7));
+        index.insert_if_absent("k8".into(), 80);
+        index.insert_if_absent("new".into(), 5);
+        assert_eq!(index.get("k7"), Some(&70));
+        assert_eq!(index.get("k8"), Some(&8));
+        assert_eq!(index.get("new"), Some(&5));
+        assert_eq!(index.len(), 1001);
+        assert_eq!(index.remove("k9"), Some(9));
+        assert_eq!(index.remove("k9"), None);
+        assert_eq!(index.get("k9"), None);
+        assert_eq!(index.len(), 1000);
+    }
 }
