@@ -213,6 +213,26 @@ impl Wal {
                 max_lsn: 0,
             });
         }
+        // A segment beyond the configured count (written with a larger one)
+        // must hold nothing that is not checkpointed yet, or it would be lost.
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            let index = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".wal"))
+                .and_then(|n| n.parse::<usize>().ok());
+            if index.is_some_and(|i| i >= segments.len()) {
+                let bytes = std::fs::read(&path)?;
+                if scan(&bytes).iter().any(|(lsn, _)| *lsn > checkpointed) {
+                    return Err(StoreError::Corrupt(format!(
+                        "{} holds records not yet checkpointed but is beyond the {} segments configured",
+                        path.display(),
+                        segments.len()
+                    )));
+                }
+            }
+        }
         File::open(dir)?.sync_all()?;
         found.sort_by_key(|(lsn, _)| *lsn);
         let exhausted =
@@ -335,6 +355,35 @@ mod tests {
             "a short record ends the log"
         );
         assert!(scan(&[0u8; 64]).is_empty(), "zeros are no record");
+    }
+
+    #[test]
+    fn a_segment_beyond_the_configured_count_with_live_records_refuses_the_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let four = WalConfig {
+            segments: 4,
+            segment_bytes: 64,
+        };
+        let (mut wal, _) = Wal::open(dir.path(), four, 0).expect("open");
+        for n in 1..=4u8 {
+            let len = wal.encode(&ops(n));
+            if !wal.fits(len) {
+                let (next, _) = wal.next_segment();
+                wal.begin(next);
+            }
+            wal.append().expect("append");
+        }
+        drop(wal);
+        let two = WalConfig {
+            segments: 2,
+            segment_bytes: 64,
+        };
+        assert!(matches!(
+            Wal::open(dir.path(), two.clone(), 0),
+            Err(StoreError::Corrupt(_))
+        ));
+        // Once everything is checkpointed, the extra segments hold nothing live.
+        assert!(Wal::open(dir.path(), two, 4).is_ok());
     }
 
     #[test]
