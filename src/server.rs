@@ -238,6 +238,21 @@ impl Connection {
                         (false, _) => Some(tokio::time::Instant::now()),
                     };
                 }
+                _ = self.context.engine.stopped(), if !reading && !self.in_flight.is_empty() => {
+                    // Shutting down, and the writer stopped without answering what
+                    // is in flight (its store could not tell what it holds): no
+                    // answer will come. Let the answers already handed out arrive,
+                    // then close rather than wait forever.
+                    tokio::task::yield_now().await;
+                    while let Ok((tag, response)) = self.replies_rx.try_recv() {
+                        self.answer(tag, &response);
+                    }
+                    if !self.write_buf.is_empty() {
+                        let write = self.socket.write_all(&self.write_buf);
+                        let _ = tokio::time::timeout(self.context.config.write_timeout, write).await;
+                    }
+                    return Ok(());
+                }
                 _ = shutdown.cancelled(), if reading => {
                     // Stop taking requests; the loop ends once in-flight ones are answered.
                     reading = false;

@@ -179,6 +179,11 @@ impl EngineHandle {
         &self.status
     }
 
+    /// Resolves once the writer has stopped taking commands.
+    pub async fn stopped(&self) {
+        self.tx.closed().await
+    }
+
     /// Commands waiting for the writer now.
     pub fn queue_len(&self) -> usize {
         self.tx.max_capacity() - self.tx.capacity()
