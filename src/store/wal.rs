@@ -329,6 +329,18 @@ mod tests {
         vec![(vec![b'k', n], Some(vec![n; 3])), (vec![b'd', n], None)]
     }
 
+    /// Appends records 1..=n, moving on to the next segment as the writer does.
+    fn append_records(wal: &mut Wal, n: u8) {
+        for i in 1..=n {
+            let len = wal.encode(&ops(i));
+            if !wal.fits(len) {
+                let (next, _) = wal.next_segment();
+                wal.begin(next);
+            }
+            wal.append().expect("append");
+        }
+    }
+
     #[test]
     fn records_round_trip_and_a_segment_ends_at_a_torn_or_stale_record() {
         let mut buf = Vec::new();
@@ -365,14 +377,7 @@ mod tests {
             segment_bytes: 64,
         };
         let (mut wal, _) = Wal::open(dir.path(), four, 0).expect("open");
-        for n in 1..=4u8 {
-            let len = wal.encode(&ops(n));
-            if !wal.fits(len) {
-                let (next, _) = wal.next_segment();
-                wal.begin(next);
-            }
-            wal.append().expect("append");
-        }
+        append_records(&mut wal, 4);
         drop(wal);
         let two = WalConfig {
             segments: 2,
@@ -402,14 +407,7 @@ mod tests {
         };
         let (mut wal, found) = Wal::open(dir.path(), config.clone(), 0).expect("open");
         assert!(found.is_empty());
-        for n in 1..=3u8 {
-            let len = wal.encode(&ops(n));
-            if !wal.fits(len) {
-                let (next, _) = wal.next_segment();
-                wal.begin(next);
-            }
-            wal.append().expect("append");
-        }
+        append_records(&mut wal, 3);
         assert_eq!(wal.last_lsn(), 3);
         drop(wal);
         let (wal, found) = Wal::open(dir.path(), config.clone(), 1).expect("reopen");
