@@ -329,6 +329,14 @@ mod tests {
         vec![(vec![b'k', n], Some(vec![n; 3])), (vec![b'd', n], None)]
     }
 
+    /// `segments` segments of 64 bytes: about one record each.
+    fn tiny(segments: usize) -> WalConfig {
+        WalConfig {
+            segments,
+            segment_bytes: 64,
+        }
+    }
+
     /// Appends records 1..=n, moving on to the next segment as the writer does.
     fn append_records(wal: &mut Wal, n: u8) {
         for i in 1..=n {
@@ -372,17 +380,11 @@ mod tests {
     #[test]
     fn a_segment_beyond_the_configured_count_with_live_records_refuses_the_open() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let four = WalConfig {
-            segments: 4,
-            segment_bytes: 64,
-        };
+        let four = tiny(4);
         let (mut wal, _) = Wal::open(dir.path(), four, 0).expect("open");
         append_records(&mut wal, 4);
         drop(wal);
-        let two = WalConfig {
-            segments: 2,
-            segment_bytes: 64,
-        };
+        let two = tiny(2);
         assert!(matches!(
             Wal::open(dir.path(), two.clone(), 0),
             Err(StoreError::Corrupt(_))
@@ -401,10 +403,7 @@ mod tests {
     #[test]
     fn reopening_returns_what_was_not_checkpointed_and_refuses_a_gap() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let config = WalConfig {
-            segments: 2,
-            segment_bytes: 64,
-        };
+        let config = tiny(2);
         let (mut wal, found) = Wal::open(dir.path(), config.clone(), 0).expect("open");
         assert!(found.is_empty());
         append_records(&mut wal, 3);
