@@ -12,6 +12,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+/// jemalloc instead of glibc's malloc: the writer and the network thread
+/// allocate and free across threads, which glibc answered with heap growth,
+/// trimming and fresh zeroed pages (measured in BENCHMARKS.md).
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "antaca",
