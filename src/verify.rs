@@ -152,6 +152,23 @@ fn read<T: serde::de::DeserializeOwned>(
     }
 }
 
+/// Reads a transaction or journal entry (binary records); an unreadable one
+/// is reported by key and skipped.
+fn read_record<T: crate::engine::record::Record>(
+    report: &mut Report,
+    key: &[u8],
+    bytes: &[u8],
+) -> Option<T> {
+    match crate::engine::record::decode(key, bytes) {
+        Ok(value) => Some(value),
+        Err(e) => {
+            // The error names the key only, never the bytes.
+            report.error(format!("record is unreadable: {e}"));
+            None
+        }
+    }
+}
+
 fn counter(report: &mut Report, store: &impl Store, name: &str) -> Result<u64, StoreError> {
     match store.get(&keys::key(keys::META, name))? {
         None => Ok(1),
@@ -251,7 +268,7 @@ pub fn verify(store: &impl Store) -> Result<Report, StoreError> {
     let next_journal = counter(&mut report, store, "next_journal")?;
     let mut txns: BTreeMap<u64, Txn> = BTreeMap::new();
     for (k, v) in store.scan_prefix(keys::TXN)? {
-        if let Some(t) = read::<Txn>(&mut report, &k, &v) {
+        if let Some(t) = read_record::<Txn>(&mut report, &k, &v) {
             if keys::numbered(keys::TXN, t.id) != k {
                 report.error(format!(
                     "record {} holds transaction {}",
@@ -350,7 +367,7 @@ pub fn verify(store: &impl Store) -> Result<Report, StoreError> {
     let mut journal_entries = 0;
     for (k, v) in store.scan_prefix(keys::JOURNAL)? {
         journal_entries += 1;
-        let Some(entry) = read::<JournalEntry>(&mut report, &k, &v) else {
+        let Some(entry) = read_record::<JournalEntry>(&mut report, &k, &v) else {
             continue;
         };
         let seq = entry.seq;

@@ -235,8 +235,8 @@ fn snapshot(dir: &Path) -> Snapshot {
         .scan_prefix(keys::TXN)
         .expect("scan")
         .into_iter()
-        .map(|(_, v)| {
-            let t: Txn = serde_json::from_slice(&v).expect("txn");
+        .map(|(k, v)| {
+            let t: Txn = antaca::engine::record::decode(&k, &v).expect("txn");
             (t.key.clone(), t)
         })
         .collect();

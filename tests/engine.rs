@@ -194,8 +194,9 @@ fn every_journal_entry_balances_and_balances_are_their_journal() {
     }
     // Re-project every balance from the stored journal.
     let mut projected: std::collections::HashMap<String, (Decimal, Decimal)> = Default::default();
-    for (_, v) in store.scan_prefix(keys::JOURNAL).expect("scan") {
-        let entry: antaca::model::JournalEntry = serde_json::from_slice(&v).expect("entry");
+    for (k, v) in store.scan_prefix(keys::JOURNAL).expect("scan") {
+        let entry: antaca::model::JournalEntry =
+            antaca::engine::record::decode(&k, &v).expect("entry");
         assert!(entry.balances(), "entry {} does not balance", entry.seq);
         for p in entry.postings {
             match p.account {

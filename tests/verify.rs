@@ -3,6 +3,7 @@
 
 mod common;
 
+use antaca::engine::record::{self, Record};
 use antaca::model::{JournalEntry, Txn};
 use antaca::store::{keys, SledStore, Store, WriteBatch};
 use antaca::verify::{verify, verify_dir, OpenError, Report};
@@ -85,6 +86,11 @@ fn json<T: serde::de::DeserializeOwned>(store: &SledStore, key: &[u8]) -> T {
     serde_json::from_slice(&store.get(key).expect("get").expect("record")).expect("json")
 }
 
+/// A transaction or journal entry as stored.
+fn stored<T: Record>(store: &SledStore, key: &[u8]) -> T {
+    record::decode(key, &store.get(key).expect("get").expect("record")).expect("record")
+}
+
 fn counter(store: &SledStore, name: &str) -> u64 {
     String::from_utf8(
         store
@@ -155,7 +161,7 @@ fn a_store_after_real_traffic_verifies_clean_and_each_tampering_is_named() {
 
     // An unbalanced entry appended (with the counter moved past it).
     let next = counter(&store, "next_journal");
-    let mut entry: JournalEntry = json(&store, &keys::numbered(keys::JOURNAL, next - 1));
+    let mut entry: JournalEntry = stored(&store, &keys::numbered(keys::JOURNAL, next - 1));
     entry.seq = next;
     entry.txn = None;
     entry.postings.truncate(1);
@@ -164,7 +170,7 @@ fn a_store_after_real_traffic_verifies_clean_and_each_tampering_is_named() {
         vec![
             (
                 keys::numbered(keys::JOURNAL, next),
-                Some(serde_json::to_vec(&entry).expect("json")),
+                Some(record::encode(&entry)),
             ),
             (
                 keys::key(keys::META, "next_journal"),
@@ -178,27 +184,27 @@ fn a_store_after_real_traffic_verifies_clean_and_each_tampering_is_named() {
     );
 
     // An entry past the counter.
-    let mut balanced: JournalEntry = json(&store, &keys::numbered(keys::JOURNAL, next - 1));
+    let mut balanced: JournalEntry = stored(&store, &keys::numbered(keys::JOURNAL, next - 1));
     balanced.seq = next + 5;
     let report = tampered(
         &mut store,
         vec![(
             keys::numbered(keys::JOURNAL, next + 5),
-            Some(serde_json::to_vec(&balanced).expect("json")),
+            Some(record::encode(&balanced)),
         )],
     );
     assert!(has(&report, "journal entries outside"), "{report}");
 
     // Two transactions with one idempotency key.
     let next_txn = counter(&store, "next_txn");
-    let mut copy: Txn = json(&store, &keys::numbered(keys::TXN, 1));
+    let mut copy: Txn = stored(&store, &keys::numbered(keys::TXN, 1));
     copy.id = next_txn;
     let report = tampered(
         &mut store,
         vec![
             (
                 keys::numbered(keys::TXN, next_txn),
-                Some(serde_json::to_vec(&copy).expect("json")),
+                Some(record::encode(&copy)),
             ),
             (
                 keys::key(keys::META, "next_txn"),
@@ -237,7 +243,7 @@ fn a_store_after_real_traffic_verifies_clean_and_each_tampering_is_named() {
         .scan_prefix(keys::JOURNAL)
         .expect("scan")
         .into_iter()
-        .filter_map(|(_, v)| serde_json::from_slice::<JournalEntry>(&v).ok())
+        .filter_map(|(k, v)| record::decode::<JournalEntry>(&k, &v).ok())
         .filter(|e| e.txn == Some(1))
         .map(|e| e.seq)
         .collect();

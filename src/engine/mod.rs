@@ -6,6 +6,7 @@
 //! every request in it is answered with the system-malfunction code.
 
 mod ledger;
+pub mod record;
 pub mod state;
 
 use crate::authz::{self, Decision, Operation, Outcome};
@@ -295,7 +296,7 @@ impl<S: Store> Engine<S> {
             state.records.insert(key, v);
         }
         for (k, v) in store.scan_prefix(keys::TXN)? {
-            let txn: Txn = decode(&k, &v)?;
+            let txn: Txn = record::decode(&k, &v)?;
             state.index_txn(txn);
         }
         let counter = |name: &str| -> Result<Option<u64>, StoreError> {

@@ -3,6 +3,7 @@
 //! it replaced (to undo a failed commit) and which records are dirty (to write
 //! each once per batch).
 
+use super::record;
 use crate::model::{Balance, Card, JournalEntry, Program, Txn, TxnState, User};
 use crate::store::{keys, StoreError, WriteBatch};
 use std::collections::{BTreeMap, BTreeSet};
@@ -302,14 +303,17 @@ impl Changes {
             state.cards.get(id)
         });
         for id in self.txns.keys() {
-            put_or_delete(
-                &mut batch,
-                keys::numbered(keys::TXN, *id),
-                state.txns.get(id),
-            );
+            let key = keys::numbered(keys::TXN, *id);
+            match state.txns.get(id) {
+                Some(txn) => batch.put(key, record::encode(txn)),
+                None => batch.delete(key),
+            }
         }
         for entry in &self.journal {
-            batch.put(keys::numbered(keys::JOURNAL, entry.seq), encode(entry));
+            batch.put(
+                keys::numbered(keys::JOURNAL, entry.seq),
+                record::encode(entry),
+            );
         }
         for key in self.records.keys() {
             put_or_delete_raw(
@@ -341,7 +345,11 @@ impl Changes {
             self.cards.get(id).and_then(Option::as_ref)
         });
         for (id, old) in &self.txns {
-            put_or_delete(&mut batch, keys::numbered(keys::TXN, *id), old.as_ref());
+            let key = keys::numbered(keys::TXN, *id);
+            match old {
+                Some(txn) => batch.put(key, record::encode(txn)),
+                None => batch.delete(key),
+            }
         }
         for entry in &self.journal {
             batch.delete(keys::numbered(keys::JOURNAL, entry.seq));
