@@ -13,7 +13,7 @@ use crate::authz::{self, Decision, Operation, Outcome};
 use crate::model::{Card, Leg, Txn, TxnState};
 use crate::protocol::{AuthRequest, AuthResponse, FileAction, MessageClass};
 use crate::secrets::CardSecrets;
-use crate::store::{keys, Store, StoreError};
+use crate::store::{keys, OnDurable, Refused, Store, StoreError};
 pub use ledger::Movement;
 use rust_decimal::Decimal;
 use state::{decode, Changes, State};
@@ -76,6 +76,54 @@ impl ReplyRouter {
             for (reply, response) in batch {
                 reply.send(response);
             }
+        }
+    }
+}
+
+/// A batch's answers and management completions, released by the store
+/// once the batch is durable (see [`Store::commit_then`]).
+struct Finish {
+    replies: Vec<(Reply, AuthResponse)>,
+    deliveries: Vec<Delivery>,
+    router: Option<mpsc::UnboundedSender<Vec<(Reply, AuthResponse)>>>,
+}
+
+impl Finish {
+    fn answer(&mut self) {
+        let replies = std::mem::take(&mut self.replies);
+        match &self.router {
+            Some(router) if !replies.is_empty() => {
+                if let Err(mpsc::error::SendError(replies)) = router.send(replies) {
+                    // The router's runtime is gone: answer directly.
+                    for (reply, response) in replies {
+                        reply.send(response);
+                    }
+                }
+            }
+            _ => {
+                for (reply, response) in replies {
+                    reply.send(response);
+                }
+            }
+        }
+    }
+}
+
+impl OnDurable for Finish {
+    fn durable(mut self: Box<Self>) {
+        self.answer();
+        for deliver in self.deliveries.drain(..) {
+            deliver(Ok(()));
+        }
+    }
+
+    fn failed(mut self: Box<Self>, error: StoreError) {
+        for (_, response) in &mut self.replies {
+            *response = AuthResponse::outcome(Outcome::SystemMalfunction);
+        }
+        self.answer();
+        for deliver in self.deliveries.drain(..) {
+            deliver(Err(StoreError::Io(error.to_string())));
         }
     }
 }
@@ -361,19 +409,33 @@ impl<S: Store> Engine<S> {
             return Ok(());
         }
         let batch = changes.to_batch(&self.state);
-        match self.store.commit(batch) {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                // The store may hold the batch (sled applies, then flushes): put the
-                // old records back there and in memory, so that neither keeps an
-                // effect whose request is answered "system malfunction".
-                let undo = changes.undo_batch();
-                changes.undo(&mut self.state);
-                if let Err(revert) = self.store.revert(undo) {
-                    tracing::error!(error = %revert, "could not revert a failed commit in the store");
-                }
-                Err(e)
-            }
+        self.store
+            .commit(batch)
+            .inspect_err(|_| self.revert(changes))
+    }
+
+    /// Commits like [`Engine::commit`], telling `finish` once the batch is
+    /// durable; an empty change set still waits for the batches before it
+    /// (its answers may repeat theirs).
+    fn commit_then(&mut self, changes: Changes, finish: Box<Finish>) -> Result<(), Refused> {
+        let batch = changes.to_batch(&self.state);
+        self.store
+            .commit_then(batch, finish)
+            .inspect_err(|_| self.revert(changes))
+    }
+
+    /// Undoes a failed commit. The store may hold the batch (sled applies,
+    /// then flushes; a log write may have reached the disk): put the old
+    /// records back there and in memory, so that neither keeps an effect
+    /// whose request is answered "system malfunction".
+    fn revert(&mut self, changes: Changes) {
+        if changes.is_empty() {
+            return;
+        }
+        let undo = changes.undo_batch();
+        changes.undo(&mut self.state);
+        if let Err(revert) = self.store.revert(undo) {
+            tracing::error!(error = %revert, "could not revert a failed commit in the store");
         }
     }
 
@@ -449,7 +511,14 @@ impl<S: Store> Engine<S> {
             let batch_size = replies.len();
             let writes = !changes.is_empty();
             let flush_started = std::time::Instant::now();
-            let committed = self.commit(changes);
+            // The answers leave once the batch is on disk, perhaps while the
+            // writer is already deciding the next one.
+            let finish = Box::new(Finish {
+                replies: std::mem::replace(&mut replies, Vec::with_capacity(batch_size)),
+                deliveries: std::mem::take(&mut deliveries),
+                router: router.clone(),
+            });
+            let committed = self.commit_then(changes, finish);
             let done = now_ms();
             if writes {
                 metrics::histogram!("antaca_engine_commit_seconds")
@@ -463,43 +532,20 @@ impl<S: Store> Engine<S> {
             let refused = committed.is_err() || self.store.refusal().is_some();
             status.last_commit_failed.store(refused, Ordering::Relaxed);
             status.last_batch_ms.store(done, Ordering::Relaxed);
-            if let Err(e) = &committed {
+            if let Err((e, finish)) = committed {
                 metrics::counter!("antaca_engine_commit_failures_total").increment(1);
                 if let Some(reason) = self.store.refusal() {
                     // The store cannot say whether the batch is on disk (its undo
-                    // failed too): a "declined" answer could be contradicted by a
-                    // replay after a restart. Answer nothing, so the acquirers time
-                    // out and reverse, and stop: new requests get "system
-                    // malfunction" from the connections until a restart.
+                    // or an fdatasync failed): a "declined" answer could be
+                    // contradicted by a replay after a restart. Answer nothing, so
+                    // the acquirers time out and reverse, and stop: new requests
+                    // get "system malfunction" from the connections until a restart.
                     tracing::error!(error = %e, reason = %reason, batch_size, "the store refuses commits; the writer stops without answering its batch");
+                    drop(finish);
                     break;
                 }
                 tracing::error!(error = %e, batch_size, "commit failed; answering the batch with system malfunction");
-                for (_, response) in &mut replies {
-                    *response = AuthResponse::outcome(Outcome::SystemMalfunction);
-                }
-            }
-            match &router {
-                Some(router) if !replies.is_empty() => {
-                    let batch = std::mem::replace(&mut replies, Vec::with_capacity(batch_size));
-                    if let Err(mpsc::error::SendError(batch)) = router.send(batch) {
-                        // The router's runtime is gone: answer directly.
-                        for (reply, response) in batch {
-                            reply.send(response);
-                        }
-                    }
-                }
-                _ => {
-                    for (reply, response) in replies.drain(..) {
-                        reply.send(response);
-                    }
-                }
-            }
-            for deliver in deliveries.drain(..) {
-                deliver(match &committed {
-                    Ok(()) => Ok(()),
-                    Err(e) => Err(StoreError::Io(e.to_string())),
-                });
+                finish.failed(e);
             }
             for f in inspects.drain(..) {
                 f(&self.state);

@@ -81,6 +81,17 @@ impl From<std::io::Error> for StoreError {
     }
 }
 
+/// What waits for a batch to become durable (see [`Store::commit_then`]).
+pub trait OnDurable: Send {
+    /// The batch, and every batch committed before it, is on disk.
+    fn durable(self: Box<Self>);
+    /// The commit failed as [`Store::commit`] fails; it has been reverted.
+    fn failed(self: Box<Self>, error: StoreError);
+}
+
+/// A commit that failed at once, with what was waiting for it.
+pub type Refused = (StoreError, Box<dyn OnDurable>);
+
 /// A key-value store that commits batches durably.
 pub trait Store: Send + 'static {
     /// Every key-value pair whose key starts with `prefix`, in key order.
@@ -91,6 +102,28 @@ pub trait Store: Send + 'static {
     /// On an error the batch may still have been applied (sled applies, then
     /// flushes): the caller puts the old values back with [`Store::revert`].
     fn commit(&mut self, batch: WriteBatch) -> Result<(), StoreError>;
+    /// Commits like [`Store::commit`], but may return once the batch is
+    /// written, and tell `done` (perhaps from another thread) when it and
+    /// every batch before it are on disk, so that the caller can go on with
+    /// the next batch meanwhile. An empty batch is durable once the batches
+    /// before it are. An error returned here is a failed commit as
+    /// [`Store::commit`] reports one (the caller reverts it), and gives
+    /// `done` back. If the disk fails after the return, `done` is dropped
+    /// without a word and the store refuses every commit from then on
+    /// ([`Store::refusal`]): whether that batch is on disk is unknown.
+    fn commit_then(&mut self, batch: WriteBatch, done: Box<dyn OnDurable>) -> Result<(), Refused> {
+        if batch.is_empty() {
+            done.durable();
+            return Ok(());
+        }
+        match self.commit(batch) {
+            Ok(()) => {
+                done.durable();
+                Ok(())
+            }
+            Err(e) => Err((e, done)),
+        }
+    }
     /// Applies a batch that undoes a failed commit. Whether it is durable
     /// at once or with the next commit is the store's choice; an error means
     /// the store no longer knows what it holds ([`Store::refusal`] says so).

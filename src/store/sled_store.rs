@@ -24,7 +24,7 @@
 //! power loss; the `fdatasync` after it is what makes a checkpoint durable.
 
 use super::wal::{decode_ops, encode_ops, Op, Wal, WalConfig};
-use super::{keys, Pair, Store, StoreError, WriteBatch};
+use super::{keys, OnDurable, Pair, Refused, Store, StoreError, WriteBatch};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashSet};
 
@@ -92,6 +92,49 @@ struct Pending {
     since: Option<Instant>,
 }
 
+/// A log record written and waiting for its `fdatasync`, or (no file) a
+/// barrier that is durable once the records before it are.
+struct SyncJob {
+    lsn: u64,
+    file: Option<Arc<File>>,
+    done: Box<dyn OnDurable>,
+}
+
+/// How far the sync thread has made the log durable.
+#[derive(Default)]
+struct SyncProgress {
+    /// Every record up to this lsn is on disk.
+    durable: u64,
+    /// Why an `fdatasync` failed; the store refuses commits from then on.
+    failed: Option<String>,
+}
+
+#[derive(Default)]
+struct Synced {
+    progress: Mutex<SyncProgress>,
+    changed: Condvar,
+    /// Test hook: the next `fdatasync` fails.
+    #[cfg(test)]
+    fail_next: std::sync::atomic::AtomicBool,
+}
+
+impl Synced {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SyncProgress> {
+        // A poisoned lock only means the sync thread panicked; its progress is still right.
+        self.progress
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Nothing to tell: a synchronous commit waits for the durable lsn instead.
+struct Nobody;
+
+impl OnDurable for Nobody {
+    fn durable(self: Box<Self>) {}
+    fn failed(self: Box<Self>, _: StoreError) {}
+}
+
 /// A sled database in a directory, behind a write-ahead log.
 pub struct SledStore {
     db: sled::Db,
@@ -109,6 +152,10 @@ pub struct SledStore {
     broken: Option<String>,
     /// The last log write failed: the next record goes in its place.
     retry_in_place: bool,
+    /// Written records on their way to the sync thread.
+    syncs: Option<mpsc::Sender<SyncJob>>,
+    syncer: Option<std::thread::JoinHandle<()>>,
+    synced: Arc<Synced>,
 }
 
 const WAL_LSN: &str = "wal_lsn";
@@ -183,6 +230,13 @@ impl SledStore {
         let checkpointer = std::thread::Builder::new()
             .name("antaca-checkpoint".into())
             .spawn(move || run_checkpoints(&mut durable, &rx, &thread_shared))?;
+        let synced = Arc::new(Synced::default());
+        synced.lock().durable = upto;
+        let (syncs, sync_rx) = mpsc::channel();
+        let thread_synced = synced.clone();
+        let syncer = std::thread::Builder::new()
+            .name("antaca-sync".into())
+            .spawn(move || run_syncs(&sync_rx, &thread_synced))?;
         Ok(SledStore {
             db,
             dir: dir.to_path_buf(),
@@ -195,6 +249,9 @@ impl SledStore {
             checkpointer: Some(checkpointer),
             broken: None,
             retry_in_place: false,
+            syncs: Some(syncs),
+            syncer: Some(syncer),
+            synced,
         })
     }
 
@@ -205,12 +262,36 @@ impl SledStore {
 
     /// Makes sled hold every committed write, waiting for the checkpoint thread.
     pub fn checkpoint_now(&self) -> Result<(), StoreError> {
+        self.wait_durable(self.wal.last_lsn())?;
         self.hand_over();
         self.wait_checkpointed(self.wal.last_lsn())
     }
 
-    /// Gives the pending writes to the checkpoint thread.
+    /// Waits until every record up to `lsn` is on disk.
+    fn wait_durable(&self, lsn: u64) -> Result<(), StoreError> {
+        let mut progress = self.synced.lock();
+        loop {
+            if let Some(e) = &progress.failed {
+                return Err(StoreError::Io(format!("fdatasync failed: {e}")));
+            }
+            if progress.durable >= lsn {
+                return Ok(());
+            }
+            progress = self
+                .synced
+                .changed
+                .wait(progress)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+
+    /// Gives the pending writes to the checkpoint thread, once they are on
+    /// disk in the log (sled must never hold a write the log may lose).
     fn hand_over(&self) {
+        if self.wait_durable(self.wal.last_lsn()).is_err() {
+            // The log's tail is unknown: nothing more reaches sled.
+            return;
+        }
         let mut pending = self.pending.borrow_mut();
         if pending.writes.is_empty() {
             return;
@@ -244,18 +325,38 @@ impl SledStore {
         }
     }
 
-    /// Writes `ops` as the next log record; on success they join the pending writes.
+    /// Writes `ops` as the next log record and waits until it is on disk.
     fn log(&mut self, ops: Vec<Op>) -> Result<(), StoreError> {
+        self.log_then(ops, Box::new(Nobody)).map_err(|(e, _)| e)?;
+        self.wait_durable(self.wal.last_lsn())
+    }
+
+    /// Writes `ops` as the next log record and hands it to the sync thread,
+    /// which tells `done` once it is on disk; on success the writes join the
+    /// pending writes. An empty `ops` writes nothing and is durable once the
+    /// records before it are.
+    fn log_then(&mut self, ops: Vec<Op>, done: Box<dyn OnDurable>) -> Result<(), Refused> {
         if let Some(e) = &self.broken {
-            return Err(StoreError::Io(format!(
-                "the write-ahead log is unusable: {e}"
-            )));
+            let e = StoreError::Io(format!("the write-ahead log is unusable: {e}"));
+            return Err((e, done));
         }
         if let Some(e) = &self.shared.lock().failed {
-            return Err(StoreError::Io(format!("checkpoint failed: {e}")));
+            return Err((StoreError::Io(format!("checkpoint failed: {e}")), done));
+        }
+        if let Some(e) = &self.synced.lock().failed {
+            return Err((StoreError::Io(format!("fdatasync failed: {e}")), done));
         }
         if ops.is_empty() {
-            return Ok(());
+            let lsn = self.wal.last_lsn();
+            if self.synced.lock().durable >= lsn {
+                done.durable();
+                return Ok(());
+            }
+            return self.to_sync(SyncJob {
+                lsn,
+                file: None,
+                done,
+            });
         }
         let len = self.wal.encode(&ops);
         // After a failed write the next record takes its place, whatever its
@@ -267,16 +368,21 @@ impl SledStore {
             let (next, holds) = self.wal.next_segment();
             if holds > 0 {
                 let waited = Instant::now();
-                self.wait_checkpointed(holds)?;
+                if let Err(e) = self.wait_checkpointed(holds) {
+                    return Err((e, done));
+                }
                 metrics::histogram!("antaca_store_segment_wait_seconds")
                     .record(waited.elapsed().as_secs_f64());
             }
             self.wal.begin(next);
         }
-        if let Err(e) = self.wal.append() {
-            self.retry_in_place = true;
-            return Err(e);
-        }
+        let (lsn, file) = match self.wal.append_unsynced() {
+            Ok(written) => written,
+            Err(e) => {
+                self.retry_in_place = true;
+                return Err((e, done));
+            }
+        };
         self.retry_in_place = false;
         let mut pending = self.pending.borrow_mut();
         pending.since.get_or_insert_with(Instant::now);
@@ -285,10 +391,80 @@ impl SledStore {
             .since
             .is_some_and(|since| since.elapsed() >= self.config.checkpoint_interval);
         drop(pending);
+        self.to_sync(SyncJob {
+            lsn,
+            file: Some(file),
+            done,
+        })?;
         if due {
             self.hand_over();
         }
         Ok(())
+    }
+
+    fn to_sync(&self, job: SyncJob) -> Result<(), Refused> {
+        let stopped = || StoreError::Io("the sync thread has stopped".into());
+        match &self.syncs {
+            Some(syncs) => syncs.send(job).map_err(|e| (stopped(), e.0.done)),
+            None => Err((stopped(), job.done)),
+        }
+    }
+}
+
+/// The sync thread: one `fdatasync` for every record written since the
+/// last one (group commit across the writer's batches), then tells each
+/// batch, in order. After a failed `fdatasync` the kernel may have dropped
+/// the pages it could not write, so a later one that succeeds proves
+/// nothing: the store stops there (as PostgreSQL does), and the batches
+/// waiting are never told.
+fn run_syncs(jobs: &mpsc::Receiver<SyncJob>, synced: &Synced) {
+    let mut batch: Vec<SyncJob> = Vec::new();
+    while let Ok(first) = jobs.recv() {
+        batch.push(first);
+        while let Ok(job) = jobs.try_recv() {
+            batch.push(job);
+        }
+        let started = Instant::now();
+        let mut result = Ok(());
+        let mut files: Vec<&Arc<File>> = Vec::with_capacity(2);
+        for file in batch.iter().filter_map(|job| job.file.as_ref()) {
+            if !files.iter().any(|f| Arc::ptr_eq(f, file)) {
+                files.push(file);
+            }
+        }
+        #[cfg(test)]
+        if synced
+            .fail_next
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            result = Err(std::io::Error::other("injected: fdatasync failed"));
+            files.clear();
+        }
+        for file in &files {
+            if let Err(e) = file.sync_data() {
+                result = Err(e);
+                break;
+            }
+        }
+        if !files.is_empty() {
+            metrics::histogram!("antaca_store_sync_seconds")
+                .record(started.elapsed().as_secs_f64());
+        }
+        let upto = batch.iter().map(|job| job.lsn).max().unwrap_or(0);
+        if let Err(e) = result {
+            tracing::error!(error = %e, "fdatasync of the write-ahead log failed; the store stops taking commits");
+            synced.lock().failed = Some(e.to_string());
+            synced.changed.notify_all();
+            return;
+        }
+        {
+            let mut progress = synced.lock();
+            progress.durable = progress.durable.max(upto);
+        }
+        synced.changed.notify_all();
+        for job in batch.drain(..) {
+            job.done.durable();
+        }
     }
 }
 
@@ -498,7 +674,12 @@ fn lower_priority() {
 
 impl Drop for SledStore {
     fn drop(&mut self) {
-        // Leave sled complete, so that the next open has nothing to replay.
+        // Let the sync thread finish what was written (it tells every batch),
+        // then leave sled complete, so that the next open has nothing to replay.
+        self.syncs = None;
+        if let Some(thread) = self.syncer.take() {
+            let _ = thread.join();
+        }
         self.hand_over();
         self.jobs = None;
         if let Some(thread) = self.checkpointer.take() {
@@ -525,9 +706,16 @@ impl Store for SledStore {
         self.log(batch.ops)
     }
 
+    fn commit_then(&mut self, batch: WriteBatch, done: Box<dyn OnDurable>) -> Result<(), Refused> {
+        self.log_then(batch.ops, done)
+    }
+
     fn refusal(&self) -> Option<String> {
         if let Some(e) = &self.broken {
             return Some(format!("the write-ahead log is unusable: {e}"));
+        }
+        if let Some(e) = &self.synced.lock().failed {
+            return Some(format!("fdatasync of the write-ahead log failed: {e}"));
         }
         self.shared
             .lock()
@@ -720,6 +908,88 @@ mod tests {
             store.commit(put("b", "1")).is_err(),
             "nothing is committed after that"
         );
+    }
+
+    /// Sends (batch number, durable?) when told.
+    struct Told(std::sync::mpsc::Sender<(u32, bool)>, u32);
+
+    impl OnDurable for Told {
+        fn durable(self: Box<Self>) {
+            let _ = self.0.send((self.1, true));
+        }
+        fn failed(self: Box<Self>, _: StoreError) {
+            let _ = self.0.send((self.1, false));
+        }
+    }
+
+    #[test]
+    fn batches_are_told_in_order_once_durable_and_an_empty_one_waits_for_those_before() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (tx, rx) = std::sync::mpsc::channel();
+        {
+            let mut store = SledStore::open_with(dir.path(), small()).expect("open");
+            for i in 0..30u32 {
+                let batch = if i % 3 == 2 {
+                    WriteBatch::default()
+                } else {
+                    put(&format!("k{i}"), "v")
+                };
+                let told = Box::new(Told(tx.clone(), i));
+                if let Err((e, _)) = store.commit_then(batch, told) {
+                    panic!("commit {i}: {e}");
+                }
+            }
+            let told: Vec<(u32, bool)> = (0..30)
+                .map(|_| rx.recv_timeout(Duration::from_secs(10)).expect("told"))
+                .collect();
+            assert_eq!(told, (0..30).map(|i| (i, true)).collect::<Vec<_>>());
+            // Everything told is durable: the next open finds it.
+        }
+        let store = SledStore::open_with(dir.path(), small()).expect("reopen");
+        for i in (0..30u32).filter(|i| i % 3 != 2) {
+            assert_eq!(
+                store.get(format!("k{i}").as_bytes()).expect("get"),
+                Some(b"v".to_vec()),
+                "k{i}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_failed_fdatasync_tells_nobody_and_the_store_refuses_commits() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = SledStore::open_with(dir.path(), small()).expect("open");
+        let (tx, rx) = std::sync::mpsc::channel();
+        store
+            .synced
+            .fail_next
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(
+            store
+                .commit_then(put("a", "1"), Box::new(Told(tx.clone(), 1)))
+                .is_ok(),
+            "the record is written; its fdatasync fails later"
+        );
+        let waited = Instant::now();
+        while store.refusal().is_none() {
+            assert!(waited.elapsed() < Duration::from_secs(10), "no refusal");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(store.refusal().is_some_and(|r| r.contains("fdatasync")));
+        assert!(
+            rx.recv_timeout(Duration::from_millis(200)).is_err(),
+            "a batch whose fdatasync failed is neither approved nor declined"
+        );
+        match store.commit_then(put("b", "1"), Box::new(Told(tx, 2))) {
+            Ok(()) => panic!("a commit after a failed fdatasync"),
+            Err((e, told)) => {
+                assert!(e.to_string().contains("fdatasync"), "{e}");
+                told.failed(e);
+                assert_eq!(rx.recv_timeout(Duration::from_secs(1)), Ok((2, false)));
+            }
+        }
+        assert!(store.commit(put("c", "1")).is_err());
+        assert!(store.revert(put("a", "0")).is_err());
     }
 
     #[test]

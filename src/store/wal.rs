@@ -24,6 +24,7 @@ use super::StoreError;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// One write of a batch: key and new value (`None` deletes).
 pub type Op = (Vec<u8>, Option<Vec<u8>>);
@@ -157,7 +158,8 @@ pub fn decode_ops(body: &[u8]) -> Result<Vec<Op>, StoreError> {
 }
 
 struct Segment {
-    file: File,
+    /// Shared with the thread that makes written records durable.
+    file: Arc<File>,
     /// Bytes from the start that are allocated (written at least once).
     allocated: u64,
     /// Highest lsn written into this segment since it was last begun (0: none).
@@ -209,7 +211,7 @@ impl Wal {
             }
             segments.push(Segment {
                 allocated: bytes.len() as u64,
-                file,
+                file: Arc::new(file),
                 max_lsn: 0,
             });
         }
@@ -259,7 +261,8 @@ impl Wal {
         Ok((wal, found))
     }
 
-    /// The lsn of the last durable record (0: none yet).
+    /// The lsn of the last record written (0: none yet); with
+    /// [`Wal::append_unsynced`] it may not be durable yet.
     pub fn last_lsn(&self) -> u64 {
         self.next_lsn - 1
     }
@@ -293,6 +296,31 @@ impl Wal {
     /// on disk. On an error nothing advances: the next record takes the same
     /// place and lsn, so a record whose write failed is overwritten.
     pub fn append(&mut self) -> Result<u64, StoreError> {
+        self.put()?;
+        self.segments[self.active].file.sync_data()?;
+        Ok(self.advance())
+    }
+
+    /// Writes the encoded record at the write position without waiting for
+    /// the disk, and returns its lsn and the file to `fdatasync` to make it
+    /// durable. On an error nothing advances, as with [`Wal::append`].
+    pub fn append_unsynced(&mut self) -> Result<(u64, Arc<File>), StoreError> {
+        self.put()?;
+        let file = Arc::clone(&self.segments[self.active].file);
+        Ok((self.advance(), file))
+    }
+
+    /// Moves past the record just written.
+    fn advance(&mut self) -> u64 {
+        let lsn = self.next_lsn;
+        self.segments[self.active].max_lsn = lsn;
+        self.pos += self.buf.len() as u64;
+        self.next_lsn += 1;
+        lsn
+    }
+
+    /// Writes the encoded record at the write position (zero-filling ahead first).
+    fn put(&mut self) -> Result<(), StoreError> {
         let end = self.pos + self.buf.len() as u64;
         let segment = &mut self.segments[self.active];
         while segment.allocated < end {
@@ -308,12 +336,7 @@ impl Wal {
             return Err(StoreError::Io("injected: torn write".into()));
         }
         segment.file.write_all_at(&self.buf, self.pos)?;
-        segment.file.sync_data()?;
-        let lsn = self.next_lsn;
-        segment.max_lsn = lsn;
-        self.pos = end;
-        self.next_lsn += 1;
-        Ok(lsn)
+        Ok(())
     }
 }
 
