@@ -53,6 +53,44 @@ fn now() -> u64 {
 }
 
 #[test]
+fn a_reversal_never_moves_the_money_of_another_card() {
+    // An acquirer that reuses STAN, date-time and acquirer id on another
+    // terminal gives two authorizations one field-90 key; the first keeps it.
+    let mut engine = engine(MemoryStore::new());
+    let first = request("0100", &pan("ok"), "000000", 1_000, 7);
+    let mut second = first.clone();
+    second.set(2, pan("poor"));
+    second.set(4, format!("{:012}", 100));
+    second.set(41, "TERM0002".to_string());
+    assert_eq!(process(&mut engine, &first, now()).0, Outcome::Approved);
+    assert_eq!(process(&mut engine, &second, now()).0, Outcome::Approved);
+    let ok = available(engine.state(), "b-ok");
+    let poor = available(engine.state(), "b-poor");
+    assert!(!ok.1.is_zero() && !poor.1.is_zero(), "both hold");
+
+    // A reversal on card "poor" naming the second: the key finds the first,
+    // of card "ok", which it must not release.
+    let mut reversal = request("0400", &pan("poor"), "000000", 100, 8);
+    reversal.set(41, "TERM0002".to_string());
+    reversal.set(90, common::original_data(&second));
+    assert_eq!(process(&mut engine, &reversal, now()).0, Outcome::Approved);
+    assert_eq!(available(engine.state(), "b-ok"), ok, "card ok untouched");
+
+    // A completion on card "poor" naming the second does not capture "ok"'s hold either.
+    let mut completion = request("0220", &pan("poor"), "000000", 100, 9);
+    completion.set(41, "TERM0002".to_string());
+    completion.set(90, common::original_data(&second));
+    process(&mut engine, &completion, now());
+    assert_eq!(available(engine.state(), "b-ok"), ok, "card ok untouched");
+
+    // The same reversal on the right card does release it.
+    let mut reversal = request("0400", &pan("ok"), "000000", 1_000, 10);
+    reversal.set(90, common::original_data(&first));
+    assert_eq!(process(&mut engine, &reversal, now()).0, Outcome::Approved);
+    assert!(available(engine.state(), "b-ok").1.is_zero(), "released");
+}
+
+#[test]
 fn holds_expire_after_the_configured_time() {
     let mut engine = engine(MemoryStore::new());
     let t0 = now();

@@ -1139,8 +1139,15 @@ impl<S: Store> Engine<S> {
 
     /// The original a completion or reversal names (field 90/56), or else the
     /// message of one of `classes` (x100, x200 …) with the same acquirer, STAN,
-    /// date-time and terminal.
+    /// date-time and terminal; either way only a message of the same card.
+    /// Field 90 names an original by MTI, STAN, date-time and acquirer, which
+    /// an acquirer must not reuse; one that does must not have a reversal on
+    /// one card move the money of another card.
     fn find_original(&self, request: &AuthRequest, classes: &[&[u8; 3]]) -> Option<&Txn> {
+        let card = request
+            .pan_hash
+            .and_then(|hash| self.state.card_by_pan.get(&hash));
+        let same_card = |txn: &&Txn| request.pan_hash.is_none() || txn.card.as_ref() == card;
         if let Some(original) = &request.original {
             let key = crate::protocol::original_key(
                 &original.mti,
@@ -1152,7 +1159,8 @@ impl<S: Store> Engine<S> {
                 .state
                 .txn_by_original_key
                 .get(&key)
-                .and_then(|id| self.state.txns.get(id));
+                .and_then(|id| self.state.txns.get(id))
+                .filter(same_card);
         }
         classes.iter().find_map(|class| {
             let mut candidate = request.clone();
@@ -1161,6 +1169,7 @@ impl<S: Store> Engine<S> {
                 .txn_by_key
                 .get(&candidate.idempotency_key())
                 .and_then(|id| self.state.txns.get(id))
+                .filter(same_card)
         })
     }
 
