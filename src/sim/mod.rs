@@ -1498,6 +1498,30 @@ fn expected_inquiry(card: &SimCard, accounts: &HashMap<usize, (i64, i64)>) -> (i
     (first.0 + first.1, available)
 }
 
+/// Waits until the wall clock enters a new second, so that every message of
+/// this run names (fields 7 and 12) a later second than any message of a run
+/// that ended before it started. Field 90/56 names an original by MTI, STAN,
+/// date-time and acquirer, and every run reuses the acquirer ids and restarts
+/// its STANs at 1: without this, a run started in the second the last one
+/// ended in could name that run's messages as its originals.
+async fn start_on_a_new_second() {
+    let since_epoch = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+    };
+    let begun = since_epoch().as_secs();
+    loop {
+        let now = since_epoch();
+        if now.as_secs() != begun {
+            return;
+        }
+        let rest = Duration::from_secs(1)
+            .saturating_sub(Duration::from_nanos(u64::from(now.subsec_nanos())));
+        tokio::time::sleep(rest + Duration::from_millis(1)).await;
+    }
+}
+
 /// Runs the simulation on the current tokio runtime.
 pub async fn run(config: SimConfig) -> Result<Report, SimError> {
     if config.connections == 0 || config.inflight == 0 {
@@ -1506,6 +1530,7 @@ pub async fn run(config: SimConfig) -> Result<Report, SimError> {
     if !(config.rate.is_finite() && config.rate >= 0.0) {
         return Err("--rate must be 0 (closed loop) or a positive number".into());
     }
+    start_on_a_new_second().await;
     let shared = RunShared::new(&config);
     let book = Arc::clone(&shared.book);
     let tag = run_tag(config.seed);
