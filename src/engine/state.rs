@@ -282,8 +282,28 @@ impl Changes {
     /// Replaces (or inserts) a transaction and keeps the indexes right.
     pub fn put_txn(&mut self, state: &mut State, txn: Txn) {
         let id = txn.id;
-        let old = state.unindex_txn(id);
-        state.index_txn(txn);
+        let old = match state.txns.get_mut(&id) {
+            // A completion or reversal updating its original: the keys stay,
+            // so only the hold index can change (no re-indexing of strings).
+            Some(existing)
+                if existing.key == txn.key
+                    && existing.original_key == txn.original_key
+                    && existing.orphan_of == txn.orphan_of =>
+            {
+                if let Some(expires) = existing.hold_expires_ms {
+                    state.active_holds.remove(&(expires, id));
+                }
+                if let (TxnState::Authorized, Some(expires)) = (txn.state, txn.hold_expires_ms) {
+                    state.active_holds.insert((expires, id));
+                }
+                Some(std::mem::replace(existing, txn))
+            }
+            _ => {
+                let old = state.unindex_txn(id);
+                state.index_txn(txn);
+                old
+            }
+        };
         self.txns.entry(id).or_insert(old);
     }
 
