@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Runs the engine and the bare echo side by side with `antaca sim`, each
+# load RUNS times on a fresh store, and keeps the median run's JSON report.
+#
+#   cargo build --release
+#   benches/sim-matrix.sh OUT_DIR [LOAD ...]
+#
+# A load is CxK (C connections, K in flight each, closed loop) or CxK@RATE
+# (a fixed rate of RATE requests per second). Default loads: the table of
+# BENCHMARKS.md. Environment: RUNS (3), DURATION (5 s), SERVE_ARGS (extra
+# flags for `antaca serve`, e.g. --engine-batch-max 1), ECHO=0 to skip the
+# echo, BIN (target/release/antaca), PORTFOLIO (fixtures/bench-portfolio.json).
+# Prints one line per run and a summary of the medians; nothing else may run
+# on the machine meanwhile.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:?usage: benches/sim-matrix.sh OUT_DIR [LOAD ...]}
+shift
+loads=("$@")
+[ ${#loads[@]} -gt 0 ] || loads=(1x1 4x1 16x1 64x1 16x4 64x4 16x16 16x16@10000)
+bin=${BIN:-target/release/antaca}
+portfolio=${PORTFOLIO:-fixtures/bench-portfolio.json}
+runs=${RUNS:-3}
+duration=${DURATION:-5}
+engine_addr=127.0.0.1:28583
+echo_addr=127.0.0.1:28584
+mkdir -p "$out"
+data=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  rm -rf "$data"
+}
+trap cleanup EXIT
+
+wait_port() {
+  for _ in $(seq 100); do
+    if (exec 3<>"/dev/tcp/${1%:*}/${1#*:}") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "nothing listens on $1" >&2
+  return 1
+}
+
+if [ "${ECHO:-1}" != 0 ]; then
+  "$bin" sim --echo-server "$echo_addr" >/dev/null 2>&1 &
+  pids+=($!)
+  wait_port "$echo_addr"
+fi
+
+# median_of FILE...: the report with the median throughput.
+median_of() {
+  python3 - "$@" <<'PY'
+import json, sys
+runs = sorted(sys.argv[1:], key=lambda f: json.load(open(f))["throughput_per_s"])
+print(runs[len(runs) // 2])
+PY
+}
+
+summary() {
+  python3 - "$1" "$2" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[2]))
+rec = r.get("reconciliation") or {}
+print(f'{sys.argv[1]:<28} {r["throughput_per_s"]:>9.0f}/s  p50 {r["p50_us"]/1000:.3f} ms  '
+      f'p90 {r["p90_us"]/1000:.3f}  p99 {r["p99_us"]/1000:.3f}  p99.9 {r["p999_us"]/1000:.3f}  '
+      f'max {r["max_us"]/1000:.3f}  errors {r["errors"]}')
+PY
+}
+
+for load in "${loads[@]}"; do
+  shape=${load%@*}
+  rate=0
+  [ "$shape" != "$load" ] && rate=${load#*@}
+  connections=${shape%x*}
+  inflight=${shape#*x}
+  name=${shape}
+  [ "$rate" != 0 ] && name="${shape}-rate${rate}"
+  engine_runs=()
+  echo_runs=()
+  for run in $(seq "$runs"); do
+    rm -rf "$data/store"
+    # shellcheck disable=SC2086
+    "$bin" serve --data "$data/store" --iso-listen "$engine_addr" \
+      --http-listen 127.0.0.1:0 --secure-listen 127.0.0.1:0 \
+      --portfolio "$portfolio" ${SERVE_ARGS:-} >"$data/serve.log" 2>&1 &
+    serve=$!
+    pids+=($serve)
+    wait_port "$engine_addr"
+    report="$out/rep-engine-$name-run$run.json"
+    "$bin" sim --iso "$engine_addr" --portfolio "$portfolio" --duration "$duration" \
+      --connections "$connections" --inflight "$inflight" --rate "$rate" \
+      --json "$report" >"$data/sim.log" 2>&1 || { cat "$data/sim.log" >&2; }
+    kill -TERM "$serve"
+    wait "$serve" || true
+    engine_runs+=("$report")
+    summary "engine $name run $run" "$report"
+    if [ "${ECHO:-1}" != 0 ]; then
+      report="$out/rep-echo-$name-run$run.json"
+      "$bin" sim --iso "$echo_addr" --protocol-only --duration "$duration" \
+        --connections "$connections" --inflight "$inflight" --rate "$rate" \
+        --json "$report" >/dev/null 2>&1
+      echo_runs+=("$report")
+      summary "echo $name run $run" "$report"
+    fi
+  done
+  cp "$(median_of "${engine_runs[@]}")" "$out/rep-engine-$name.json"
+  [ ${#echo_runs[@]} -gt 0 ] && cp "$(median_of "${echo_runs[@]}")" "$out/rep-echo-$name.json"
+done
+
+echo
+echo "medians:"
+for load in "${loads[@]}"; do
+  shape=${load%@*}
+  rate=0
+  [ "$shape" != "$load" ] && rate=${load#*@}
+  name=${shape}
+  [ "$rate" != 0 ] && name="${shape}-rate${rate}"
+  summary "engine $name" "$out/rep-engine-$name.json"
+  [ -f "$out/rep-echo-$name.json" ] && summary "echo $name" "$out/rep-echo-$name.json"
+done
