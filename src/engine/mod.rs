@@ -577,7 +577,7 @@ impl<S: Store> Engine<S> {
             .state
             .txn_by_key
             .get(&key)
-            .and_then(|id| self.state.txns.get(id))
+            .and_then(|id| self.state.txn(*id))
         {
             if txn.fingerprint != 0 && txn.fingerprint != request.fingerprint() {
                 // Same key, another card, amount or processing code: not a duplicate
@@ -1144,7 +1144,7 @@ impl<S: Store> Engine<S> {
     /// had approved its authorization, moved nothing itself; the authorization did.
     fn money_owner<'a>(&'a self, found: &'a Txn) -> &'a Txn {
         match (found.legs.is_empty(), found.original) {
-            (true, Some(id)) => self.state.txns.get(&id).unwrap_or(found),
+            (true, Some(id)) => self.state.txn(id).unwrap_or(found),
             _ => found,
         }
     }
@@ -1171,7 +1171,7 @@ impl<S: Store> Engine<S> {
                 .state
                 .txn_by_original_key
                 .get(&key)
-                .and_then(|id| self.state.txns.get(id))
+                .and_then(|id| self.state.txn(*id))
                 .filter(same_card);
         }
         classes.iter().find_map(|class| {
@@ -1180,7 +1180,7 @@ impl<S: Store> Engine<S> {
             self.state
                 .txn_by_key
                 .get(&candidate.idempotency_key())
-                .and_then(|id| self.state.txns.get(id))
+                .and_then(|id| self.state.txn(*id))
                 .filter(same_card)
         })
     }
@@ -1195,7 +1195,7 @@ impl<S: Store> Engine<S> {
             .map(|(_, id)| *id)
             .collect();
         for id in expired {
-            let Some(mut hold) = self.state.txns.get(&id).cloned() else {
+            let Some(mut hold) = self.state.txn(id).cloned() else {
                 continue;
             };
             if hold.held > Decimal::ZERO {

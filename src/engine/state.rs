@@ -25,8 +25,9 @@ pub struct State {
     pub cards: HashMap<String, Card>,
     /// Card id by keyed PAN hash.
     pub card_by_pan: HashMap<[u8; 32], String>,
-    /// Transactions by id.
-    pub txns: BTreeMap<u64, Txn>,
+    /// Transactions by id, boxed: a B-tree node moves its values on every
+    /// insert, and a transaction is some 400 bytes.
+    pub txns: BTreeMap<u64, Box<Txn>>,
     /// Transaction id by idempotency key.
     pub txn_by_key: ShardedIndex,
     /// Transaction id by original key (what field 90/56 names).
@@ -145,6 +146,11 @@ impl State {
             .filter_map(|(k, v)| serde_json::from_slice(v).ok().map(|t| (k.as_str(), t)))
     }
 
+    /// A transaction by id.
+    pub fn txn(&self, id: u64) -> Option<&Txn> {
+        self.txns.get(&id).map(|txn| &**txn)
+    }
+
     /// Adds a transaction to the maps and indexes.
     pub fn index_txn(&mut self, txn: Txn) {
         if txn.state == TxnState::Authorized {
@@ -158,12 +164,12 @@ impl State {
         self.txn_by_key.insert(txn.key.clone(), txn.id);
         self.txn_by_original_key
             .insert_if_absent(txn.original_key.clone(), txn.id);
-        self.txns.insert(txn.id, txn);
+        self.txns.insert(txn.id, Box::new(txn));
     }
 
     /// Removes a transaction from the maps and indexes.
     pub fn unindex_txn(&mut self, id: u64) -> Option<Txn> {
-        let txn = self.txns.remove(&id)?;
+        let txn = *self.txns.remove(&id)?;
         if let Some(expires) = txn.hold_expires_ms {
             self.active_holds.remove(&(expires, id));
         }
@@ -296,7 +302,7 @@ impl Changes {
                 if let (TxnState::Authorized, Some(expires)) = (txn.state, txn.hold_expires_ms) {
                     state.active_holds.insert((expires, id));
                 }
-                Some(std::mem::replace(existing, txn))
+                Some(std::mem::replace(&mut **existing, txn))
             }
             _ => {
                 let old = state.unindex_txn(id);
@@ -325,7 +331,7 @@ impl Changes {
         for id in self.txns.keys() {
             let key = keys::numbered(keys::TXN, *id);
             match state.txns.get(id) {
-                Some(txn) => batch.put(key, record::encode(txn)),
+                Some(txn) => batch.put(key, record::encode(&**txn)),
                 None => batch.delete(key),
             }
         }
