@@ -132,6 +132,17 @@ pub trait Store: Send + 'static {
     fn refusal(&self) -> Option<String> {
         None
     }
+    /// Sets what the store calls when it starts refusing commits on a
+    /// thread of its own (a failed `fdatasync`), so that an idle writer
+    /// learns of it without waiting for its next batch.
+    fn on_refusal(&mut self, wake: Box<dyn Fn() + Send>) {
+        let _ = wake;
+    }
+    /// Waits until every batch committed so far is on disk (see
+    /// [`Store::commit_then`]); an error when that can no longer happen.
+    fn wait_durable(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// Key prefixes of the layout: one tree, one prefix per record kind, so that

@@ -113,6 +113,8 @@ struct SyncProgress {
 struct Synced {
     progress: Mutex<SyncProgress>,
     changed: Condvar,
+    /// Told when an `fdatasync` fails (see [`Store::on_refusal`]).
+    waker: Mutex<Option<Box<dyn Fn() + Send>>>,
     /// Test hook: the next `fdatasync` fails.
     #[cfg(test)]
     fail_next: std::sync::atomic::AtomicBool,
@@ -124,6 +126,19 @@ impl Synced {
         self.progress
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records that the log can no longer be made durable, and says so.
+    fn fail(&self, error: String) {
+        self.lock().failed.get_or_insert(error);
+        self.changed.notify_all();
+        let waker = self
+            .waker
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(wake) = waker.as_ref() {
+            wake();
+        }
     }
 }
 
@@ -363,7 +378,13 @@ impl SledStore {
         // size: moving on would leave the failed record (which may have
         // reached the disk) in the log under the lsn the next one takes.
         if !self.retry_in_place && !self.wal.fits(len) {
-            // Move on to the next segment once sled holds everything it contains.
+            // Move on to the next segment once everything in this one is on
+            // disk (a record in the next segment must never outlive one
+            // before it that a failed fdatasync may have lost: the log would
+            // have a gap) and sled holds everything it contains.
+            if let Err(e) = self.wait_durable(self.wal.last_lsn()) {
+                return Err((e, done));
+            }
             self.hand_over();
             let (next, holds) = self.wal.next_segment();
             if holds > 0 {
@@ -418,6 +439,16 @@ impl SledStore {
 /// nothing: the store stops there (as PostgreSQL does), and the batches
 /// waiting are never told.
 fn run_syncs(jobs: &mpsc::Receiver<SyncJob>, synced: &Synced) {
+    /// A panic must not leave the writer or `Drop` waiting for a sync forever.
+    struct OnPanic<'a>(&'a Synced);
+    impl Drop for OnPanic<'_> {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                self.0.fail("the sync thread panicked".into());
+            }
+        }
+    }
+    let _guard = OnPanic(synced);
     let mut batch: Vec<SyncJob> = Vec::new();
     while let Ok(first) = jobs.recv() {
         batch.push(first);
@@ -453,18 +484,19 @@ fn run_syncs(jobs: &mpsc::Receiver<SyncJob>, synced: &Synced) {
         let upto = batch.iter().map(|job| job.lsn).max().unwrap_or(0);
         if let Err(e) = result {
             tracing::error!(error = %e, "fdatasync of the write-ahead log failed; the store stops taking commits");
-            synced.lock().failed = Some(e.to_string());
-            synced.changed.notify_all();
+            synced.fail(e.to_string());
             return;
+        }
+        // Answer first, then publish: an empty batch that finds everything
+        // durable is answered by the writer at once, and must come after these.
+        for job in batch.drain(..) {
+            job.done.durable();
         }
         {
             let mut progress = synced.lock();
             progress.durable = progress.durable.max(upto);
         }
         synced.changed.notify_all();
-        for job in batch.drain(..) {
-            job.done.durable();
-        }
     }
 }
 
@@ -708,6 +740,18 @@ impl Store for SledStore {
 
     fn commit_then(&mut self, batch: WriteBatch, done: Box<dyn OnDurable>) -> Result<(), Refused> {
         self.log_then(batch.ops, done)
+    }
+
+    fn on_refusal(&mut self, wake: Box<dyn Fn() + Send>) {
+        *self
+            .synced
+            .waker
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(wake);
+    }
+
+    fn wait_durable(&self) -> Result<(), StoreError> {
+        SledStore::wait_durable(self, self.wal.last_lsn())
     }
 
     fn refusal(&self) -> Option<String> {
@@ -960,6 +1004,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut store = SledStore::open_with(dir.path(), small()).expect("open");
         let (tx, rx) = std::sync::mpsc::channel();
+        let (woken_tx, woken) = std::sync::mpsc::channel();
+        store.on_refusal(Box::new(move || {
+            let _ = woken_tx.send(());
+        }));
         store
             .synced
             .fail_next
@@ -977,6 +1025,10 @@ mod tests {
         }
         assert!(store.refusal().is_some_and(|r| r.contains("fdatasync")));
         assert!(
+            woken.recv_timeout(Duration::from_secs(1)).is_ok(),
+            "the writer is woken to stop"
+        );
+        assert!(
             rx.recv_timeout(Duration::from_millis(200)).is_err(),
             "a batch whose fdatasync failed is neither approved nor declined"
         );
@@ -990,6 +1042,40 @@ mod tests {
         }
         assert!(store.commit(put("c", "1")).is_err());
         assert!(store.revert(put("a", "0")).is_err());
+    }
+
+    #[test]
+    fn after_a_failed_fdatasync_nothing_is_written_to_the_next_segment() {
+        // A record in the next segment must never outlive one before it that
+        // the failed fdatasync may have lost: the log would have a gap.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = SledStore::open_with(dir.path(), small()).expect("open");
+        store
+            .synced
+            .fail_next
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let (tx, _rx) = std::sync::mpsc::channel();
+        assert!(store
+            .commit_then(put("a", "1"), Box::new(Told(tx.clone(), 1)))
+            .is_ok());
+        let first = store.wal.last_lsn();
+        let big = "x".repeat(300);
+        match store.commit_then(put("b", &big), Box::new(Told(tx, 2))) {
+            Ok(()) => panic!("a record written after a failed fdatasync"),
+            Err((e, _)) => assert!(e.to_string().contains("fdatasync"), "{e}"),
+        }
+        assert_eq!(store.wal.last_lsn(), first, "nothing more written");
+        drop(store);
+        for i in 0..2 {
+            let path = dir.path().join("wal").join(format!("{i:04}.wal"));
+            let bytes = std::fs::read(&path).expect("segment");
+            assert!(
+                super::super::wal::scan(&bytes)
+                    .iter()
+                    .all(|(lsn, _)| *lsn <= first),
+                "segment {i} holds a record after the failed one"
+            );
+        }
     }
 
     #[test]
