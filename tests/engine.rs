@@ -68,20 +68,34 @@ fn a_reversal_never_moves_the_money_of_another_card() {
     let poor = available(engine.state(), "b-poor");
     assert!(!ok.1.is_zero() && !poor.1.is_zero(), "both hold");
 
-    // A reversal on card "poor" naming the second: the key finds the first,
-    // of card "ok", which it must not release.
+    // A completion on card "poor" naming the second: the key finds the
+    // first, of card "ok", whose hold it must not capture; it captures its
+    // own original's, found by the fields it names and its terminal.
+    let mut completion = request("0220", &pan("poor"), "000000", 100, 9);
+    completion.set(41, "TERM0002".to_string());
+    completion.set(90, common::original_data(&second));
+    assert_eq!(
+        process(&mut engine, &completion, now()).0,
+        Outcome::Approved
+    );
+    assert_eq!(available(engine.state(), "b-ok"), ok, "card ok untouched");
+    assert_eq!(
+        available(engine.state(), "b-poor"),
+        (poor.0, Decimal::ZERO),
+        "poor's hold became the charge, not a second debit"
+    );
+
+    // A reversal of that completion on card "poor" credits poor, not ok.
     let mut reversal = request("0400", &pan("poor"), "000000", 100, 8);
     reversal.set(41, "TERM0002".to_string());
     reversal.set(90, common::original_data(&second));
     assert_eq!(process(&mut engine, &reversal, now()).0, Outcome::Approved);
     assert_eq!(available(engine.state(), "b-ok"), ok, "card ok untouched");
-
-    // A completion on card "poor" naming the second does not capture "ok"'s hold either.
-    let mut completion = request("0220", &pan("poor"), "000000", 100, 9);
-    completion.set(41, "TERM0002".to_string());
-    completion.set(90, common::original_data(&second));
-    process(&mut engine, &completion, now());
-    assert_eq!(available(engine.state(), "b-ok"), ok, "card ok untouched");
+    assert_eq!(
+        available(engine.state(), "b-poor"),
+        (poor.0 + poor.1, Decimal::ZERO),
+        "poor's charge reversed"
+    );
 
     // The same reversal on the right card does release it.
     let mut reversal = request("0400", &pan("ok"), "000000", 1_000, 10);

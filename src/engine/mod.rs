@@ -458,10 +458,19 @@ impl<S: Store> Engine<S> {
     }
 
     fn start(
-        self,
+        mut self,
         router: Option<mpsc::UnboundedSender<Vec<(Reply, AuthResponse)>>>,
     ) -> std::io::Result<(EngineHandle, std::thread::JoinHandle<()>)> {
         let (tx, rx) = mpsc::channel(self.config.queue_depth.max(1));
+        // A store that starts refusing commits on its own thread wakes an
+        // idle writer, which then stops (connections waiting for answers
+        // that will not come see it stop, and a shutdown does not hang).
+        let weak = tx.downgrade();
+        self.store.on_refusal(Box::new(move || {
+            if let Some(tx) = weak.upgrade() {
+                let _ = tx.try_send(Command::Inspect(Box::new(|_| {})));
+            }
+        }));
         let status = std::sync::Arc::new(WriterStatus::default());
         let writer_status = status.clone();
         let thread = std::thread::Builder::new()
@@ -558,6 +567,12 @@ impl<S: Store> Engine<S> {
                 }
                 tracing::error!(error = %e, batch_size, "commit failed; answering the batch with system malfunction");
                 finish.failed(e);
+            }
+            // A read sees only what is on disk: the effects it is shown
+            // must not be lost to a crash (a notifier mails what it reads).
+            if !inspects.is_empty() && self.store.wait_durable().is_err() {
+                // The store refuses commits; the next batch stops the writer.
+                inspects.clear();
             }
             for f in inspects.drain(..) {
                 f(&self.state);
@@ -1167,10 +1182,26 @@ impl<S: Store> Engine<S> {
                 &original.datetime,
                 &original.acquirer,
             );
-            return self
+            let named = self
                 .state
                 .txn_by_original_key
                 .get(&key)
+                .and_then(|id| self.state.txn(*id));
+            if named.is_none_or(|txn| same_card(&txn)) {
+                return named;
+            }
+            // The key names another card's message (the first to take it):
+            // the original is then the message with those fields sent from
+            // this request's terminal.
+            let mut candidate = request.clone();
+            candidate.mti = original.mti;
+            candidate.stan = original.stan;
+            candidate.key_datetime.clone_from(&original.datetime);
+            candidate.acquirer.clone_from(&original.acquirer);
+            return self
+                .state
+                .txn_by_key
+                .get(&candidate.idempotency_key())
                 .and_then(|id| self.state.txn(*id))
                 .filter(same_card);
         }
