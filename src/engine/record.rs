@@ -17,7 +17,8 @@
 //!
 //! Decoding checks every length against what is left and every tag and
 //! decimal against what it may be, so corrupt bytes are an error, never a
-//! panic or a huge allocation.
+//! panic or a huge allocation. A record that starts with `{` is JSON, as
+//! stores written before this encoding hold them, and is read as such.
 
 use crate::authz::Outcome;
 use crate::model::{Account, EntryKind, JournalEntry, Leg, Posting, Txn, TxnState};
@@ -26,8 +27,9 @@ use rust_decimal::Decimal;
 
 const VERSION: u8 = 1;
 
-/// A record with a binary stored form.
-pub trait Record: Sized {
+/// A record with a binary stored form (and the JSON form stores written
+/// before it still read as).
+pub trait Record: Sized + serde::de::DeserializeOwned {
     /// Appends the stored form to `out`.
     fn encode_to(&self, out: &mut Vec<u8>);
     /// Reads the stored form; `None` when the bytes are not one.
@@ -51,6 +53,11 @@ pub fn decode<T: Record>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
         ))
     };
     let (&version, rest) = bytes.split_first().ok_or_else(corrupt)?;
+    if version == b'{' {
+        // Written as JSON by an earlier version: read as such (it is
+        // rewritten in binary the next time it changes).
+        return serde_json::from_slice(bytes).map_err(|_| corrupt());
+    }
     if version != VERSION {
         return Err(corrupt());
     }
@@ -484,6 +491,16 @@ mod tests {
     }
 
     #[test]
+    fn records_stored_as_json_by_an_earlier_version_still_read() {
+        let t = txn();
+        let json = serde_json::to_vec(&t).expect("json");
+        assert_eq!(decode::<Txn>(b"t/1", &json).expect("txn"), t);
+        let e = entry();
+        let json = serde_json::to_vec(&e).expect("json");
+        assert_eq!(decode::<JournalEntry>(b"j/1", &json).expect("entry"), e);
+    }
+
+    #[test]
     fn every_tag_round_trips() {
         for (tag, outcome) in OUTCOMES.iter().enumerate() {
             assert_eq!(usize::from(outcome_tag(*outcome)), tag);
@@ -527,12 +544,15 @@ mod tests {
         huge.extend_from_slice(&1u64.to_le_bytes());
         huge.extend_from_slice(&u32::MAX.to_le_bytes());
         assert!(decode::<JournalEntry>(b"j/1", &huge).is_err());
-        // JSON (the old format) is refused by name.
-        let json = serde_json::to_vec(&entry()).expect("json");
-        let error = decode::<JournalEntry>(b"j/00000000000000000001", &json)
-            .expect_err("json")
+        // An unknown version is refused by name.
+        let mut unknown = encode(&entry());
+        unknown[0] = 2;
+        let error = decode::<JournalEntry>(b"j/00000000000000000001", &unknown)
+            .expect_err("version 2")
             .to_string();
         assert!(error.contains("j/00000000000000000001"), "{error}");
+        // Broken JSON too.
+        assert!(decode::<JournalEntry>(b"j/1", b"{\"seq\":").is_err());
     }
 
     #[test]
