@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the engine and the bare echo side by side with `antaca sim`, each
-# load RUNS times on a fresh store, and keeps the median run's JSON report.
+# load RUNS times on a fresh store, and keeps the median run's JSON report
+# (median by throughput; by p99 at a fixed rate).
 #
 #   cargo build --release
 #   benches/sim-matrix.sh OUT_DIR [LOAD ...]
@@ -48,11 +49,14 @@ if [ "${ECHO:-1}" != 0 ]; then
   wait_port "$echo_addr"
 fi
 
-# median_of FILE...: the report with the median throughput.
+# median_of KEY FILE...: the report with the median KEY (throughput_per_s
+# in a closed loop; p99_us at a fixed rate, where every run has the same
+# throughput).
 median_of() {
   python3 - "$@" <<'PY'
 import json, sys
-runs = sorted(sys.argv[1:], key=lambda f: json.load(open(f))["throughput_per_s"])
+key = sys.argv[1]
+runs = sorted(sys.argv[2:], key=lambda f: json.load(open(f))[key])
 print(runs[len(runs) // 2])
 PY
 }
@@ -104,8 +108,12 @@ for load in "${loads[@]}"; do
       summary "echo $name run $run" "$report"
     fi
   done
-  cp "$(median_of "${engine_runs[@]}")" "$out/rep-engine-$name.json"
-  [ ${#echo_runs[@]} -gt 0 ] && cp "$(median_of "${echo_runs[@]}")" "$out/rep-echo-$name.json"
+  key=throughput_per_s
+  [ "$rate" != 0 ] && key=p99_us
+  cp "$(median_of "$key" "${engine_runs[@]}")" "$out/rep-engine-$name.json"
+  if [ ${#echo_runs[@]} -gt 0 ]; then
+    cp "$(median_of "$key" "${echo_runs[@]}")" "$out/rep-echo-$name.json"
+  fi
 done
 
 echo

@@ -1,9 +1,11 @@
 //! The one orchestrator and writer. Connections send it requests; it loads
 //! the card and balances from memory, asks [`authz::decide`], applies the
-//! effects to memory, and commits every request that arrived while the last
-//! flush ran as one batch (group commit). A reply leaves only after its
-//! batch is on disk; if the commit fails the batch is undone in memory and
-//! every request in it is answered with the system-malfunction code.
+//! effects to memory, and commits every request that arrived meanwhile as
+//! one batch (group commit). The store makes a batch durable on a thread of
+//! its own while the writer decides the next ([`Store::commit_then`]); a
+//! reply leaves only after its batch, and every batch before it, is on
+//! disk. If a commit fails the batch is undone in memory and every request
+//! in it is answered with the system-malfunction code.
 
 mod ledger;
 pub mod record;
