@@ -284,20 +284,12 @@ impl SledStore {
 
     /// Waits until every record up to `lsn` is on disk.
     fn wait_durable(&self, lsn: u64) -> Result<(), StoreError> {
-        let mut progress = self.synced.lock();
-        loop {
-            if let Some(e) = &progress.failed {
-                return Err(StoreError::Io(format!("fdatasync failed: {e}")));
+        wait_for(&self.synced.progress, &self.synced.changed, |p| {
+            match &p.failed {
+                Some(e) => Some(Err(StoreError::Io(format!("fdatasync failed: {e}")))),
+                None => (p.durable >= lsn).then_some(Ok(())),
             }
-            if progress.durable >= lsn {
-                return Ok(());
-            }
-            progress = self
-                .synced
-                .changed
-                .wait(progress)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-        }
+        })
     }
 
     /// Gives the pending writes to the checkpoint thread, once they are on
@@ -324,20 +316,12 @@ impl SledStore {
     }
 
     fn wait_checkpointed(&self, lsn: u64) -> Result<(), StoreError> {
-        let mut progress = self.shared.lock();
-        loop {
-            if let Some(e) = &progress.failed {
-                return Err(StoreError::Io(format!("checkpoint failed: {e}")));
+        wait_for(&self.shared.progress, &self.shared.changed, |p| {
+            match &p.failed {
+                Some(e) => Some(Err(StoreError::Io(format!("checkpoint failed: {e}")))),
+                None => (p.checkpointed >= lsn).then_some(Ok(())),
             }
-            if progress.checkpointed >= lsn {
-                return Ok(());
-            }
-            progress = self
-                .shared
-                .changed
-                .wait(progress)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-        }
+        })
     }
 
     /// Writes `ops` as the next log record and waits until it is on disk.
@@ -497,6 +481,26 @@ fn run_syncs(jobs: &mpsc::Receiver<SyncJob>, synced: &Synced) {
             progress.durable = progress.durable.max(upto);
         }
         synced.changed.notify_all();
+    }
+}
+
+/// Waits on `changed` until `outcome` has one. A poisoned lock only means a
+/// background thread panicked; the progress it guards is still right.
+fn wait_for<T>(
+    lock: &Mutex<T>,
+    changed: &Condvar,
+    mut outcome: impl FnMut(&T) -> Option<Result<(), StoreError>>,
+) -> Result<(), StoreError> {
+    let mut guard = lock
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    loop {
+        if let Some(result) = outcome(&guard) {
+            return result;
+        }
+        guard = changed
+            .wait(guard)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
     }
 }
 
