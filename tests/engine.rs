@@ -410,3 +410,127 @@ fn a_partner_balance_crossing_its_low_level_queues_one_notification() {
     );
     assert_eq!(n.available, "9.99".parse::<Decimal>().expect("d"));
 }
+
+/// A store whose commits become durable only when the test says so: it
+/// applies each batch at once and keeps what waits for it, in order.
+#[derive(Clone, Default)]
+struct Gated {
+    inner: MemoryStore,
+    waiting: std::sync::Arc<(
+        std::sync::Mutex<std::collections::VecDeque<Box<dyn antaca::store::OnDurable>>>,
+        std::sync::Condvar,
+    )>,
+}
+
+impl Gated {
+    fn waiting(&self) -> usize {
+        self.waiting.0.lock().expect("lock").len()
+    }
+
+    /// Tells the oldest waiting batch that it is durable.
+    fn release_one(&self) {
+        let done = self.waiting.0.lock().expect("lock").pop_front();
+        if let Some(done) = done {
+            done.durable();
+        }
+        self.waiting.1.notify_all();
+    }
+
+    async fn until_waiting(&self, n: usize) {
+        let started = std::time::Instant::now();
+        while self.waiting() < n {
+            assert!(started.elapsed() < Duration::from_secs(10), "no batch");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+}
+
+impl Store for Gated {
+    fn scan_prefix(
+        &self,
+        prefix: &[u8],
+    ) -> Result<Vec<antaca::store::Pair>, antaca::store::StoreError> {
+        self.inner.scan_prefix(prefix)
+    }
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, antaca::store::StoreError> {
+        self.inner.get(key)
+    }
+    fn commit(
+        &mut self,
+        batch: antaca::store::WriteBatch,
+    ) -> Result<(), antaca::store::StoreError> {
+        self.inner.commit(batch)
+    }
+    fn revert(
+        &mut self,
+        batch: antaca::store::WriteBatch,
+    ) -> Result<(), antaca::store::StoreError> {
+        self.inner.revert(batch)
+    }
+    fn commit_then(
+        &mut self,
+        batch: antaca::store::WriteBatch,
+        done: Box<dyn antaca::store::OnDurable>,
+    ) -> Result<(), antaca::store::Refused> {
+        if let Err(e) = self.inner.commit(batch) {
+            return Err((e, done));
+        }
+        self.waiting.0.lock().expect("lock").push_back(done);
+        Ok(())
+    }
+    fn wait_durable(&self) -> Result<(), antaca::store::StoreError> {
+        let mut waiting = self.waiting.0.lock().expect("lock");
+        while !waiting.is_empty() {
+            waiting = self.waiting.1.wait(waiting).expect("wait");
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn nothing_is_answered_or_read_before_the_store_says_it_is_durable() {
+    let store = Gated::default();
+    let mut engine = Engine::open(store.clone(), EngineConfig::default()).expect("open");
+    let portfolio = Portfolio::read(&fixture("test-portfolio.json")).expect("portfolio");
+    portfolio::import(&mut engine, &portfolio, &secrets(), 0).expect("import");
+    let (handle, _writer) = engine.spawn().expect("spawn");
+    let ask = |message: Message| {
+        let handle = handle.clone();
+        tokio::spawn(async move { handle.request(parse(&message)).await })
+    };
+    let auth = request("0100", &pan("ok"), "000000", 1_000, 1);
+
+    let first = ask(auth.clone());
+    store.until_waiting(1).await;
+    // Its duplicate: the replayed answer repeats an effect not yet durable.
+    let duplicate = ask(auth);
+    store.until_waiting(2).await;
+    // A read of the state: it would show the hold.
+    let look = {
+        let handle = handle.clone();
+        tokio::spawn(async move { handle.inspect(|s| s.balances["b-ok"].held).await })
+    };
+    store.until_waiting(3).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        !first.is_finished() && !duplicate.is_finished() && !look.is_finished(),
+        "nothing leaves before its batch is durable"
+    );
+
+    store.release_one();
+    let first = first.await.expect("task").expect("answer");
+    assert_eq!(first.outcome, Outcome::Approved);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(
+        !duplicate.is_finished(),
+        "the duplicate's batch is not durable yet"
+    );
+    store.release_one();
+    let duplicate = duplicate.await.expect("task").expect("answer");
+    assert_eq!(duplicate.outcome, Outcome::Approved);
+    assert_eq!(duplicate.approval_code, first.approval_code);
+    assert!(!look.is_finished(), "the read waits for its own batch too");
+    store.release_one();
+    let held = look.await.expect("task").expect("inspect");
+    assert_eq!(held, "10.00".parse::<Decimal>().expect("decimal"));
+}
