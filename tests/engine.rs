@@ -411,15 +411,15 @@ fn a_partner_balance_crossing_its_low_level_queues_one_notification() {
     assert_eq!(n.available, "9.99".parse::<Decimal>().expect("d"));
 }
 
+/// What waits for the batches a [`Gated`] store holds, oldest first.
+type Waiting = std::sync::Mutex<std::collections::VecDeque<Box<dyn antaca::store::OnDurable>>>;
+
 /// A store whose commits become durable only when the test says so: it
 /// applies each batch at once and keeps what waits for it, in order.
 #[derive(Clone, Default)]
 struct Gated {
     inner: MemoryStore,
-    waiting: std::sync::Arc<(
-        std::sync::Mutex<std::collections::VecDeque<Box<dyn antaca::store::OnDurable>>>,
-        std::sync::Condvar,
-    )>,
+    waiting: std::sync::Arc<(Waiting, std::sync::Condvar)>,
 }
 
 impl Gated {
