@@ -12,6 +12,11 @@ use hdrhistogram::Histogram;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// The allocator the `antaca` binary ships with (see `src/main.rs`).
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn luhn_complete(base: &str) -> String {
     (0..10)
         .map(|d| format!("{base}{d}"))
