@@ -285,25 +285,18 @@ impl Wal {
         self.segments[i].max_lsn = 0;
     }
 
-    /// Encodes `ops` as the next record, for [`Wal::append`].
+    /// Encodes `ops` as the next record, for [`Wal::append_unsynced`].
     pub fn encode(&mut self, ops: &[Op]) -> usize {
         self.buf.clear();
         encode_record(&mut self.buf, self.next_lsn, ops);
         self.buf.len()
     }
 
-    /// Writes the encoded record at the write position and waits until it is
-    /// on disk. On an error nothing advances: the next record takes the same
-    /// place and lsn, so a record whose write failed is overwritten.
-    pub fn append(&mut self) -> Result<u64, StoreError> {
-        self.put()?;
-        self.segments[self.active].file.sync_data()?;
-        Ok(self.advance())
-    }
-
     /// Writes the encoded record at the write position without waiting for
     /// the disk, and returns its lsn and the file to `fdatasync` to make it
-    /// durable. On an error nothing advances, as with [`Wal::append`].
+    /// durable (the store's sync thread does). On an error nothing advances:
+    /// the next record takes the same place and lsn, so a record whose write
+    /// failed is overwritten.
     pub fn append_unsynced(&mut self) -> Result<(u64, Arc<File>), StoreError> {
         self.put()?;
         let file = Arc::clone(&self.segments[self.active].file);
@@ -368,7 +361,7 @@ mod tests {
                 let (next, _) = wal.next_segment();
                 wal.begin(next);
             }
-            wal.append().expect("append");
+            wal.append_unsynced().expect("append");
         }
     }
 
