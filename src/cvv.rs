@@ -91,12 +91,12 @@ pub fn cvv2_matches(secrets: &CardSecrets, card_id: &str, stored: &str, presente
     if presented.is_empty() {
         return false;
     }
-    hex_verifier_matches(stored, &secrets.cvv2_hash(card_id, presented))
+    hex_verifier_matches(stored, &secrets.cvv2_mac(card_id, presented))
 }
 
 /// True when `presented` hashes (bound to `card_id`) to the stored hex PIN verifier.
 pub fn pin_matches(secrets: &CardSecrets, card_id: &str, stored: &str, presented: &Pin) -> bool {
-    hex_verifier_matches(stored, &secrets.pin_hash(card_id, presented.as_bytes()))
+    hex_verifier_matches(stored, &secrets.pin_mac(card_id, presented.as_bytes()))
 }
 
 /// A fresh CVV2: three decimal digits, uniform over 000..=999, from the OS RNG.
@@ -106,11 +106,12 @@ pub fn random_cvv2() -> String {
     format!("{n:03}")
 }
 
-/// Compares two hex verifiers as bytes (case-insensitive), in constant time.
-fn hex_verifier_matches(stored: &str, computed: &str) -> bool {
-    match (hex::decode(stored), hex::decode(computed)) {
-        (Ok(a), Ok(b)) => constant_time_eq(&a, &b),
-        _ => false,
+/// Compares a stored hex verifier (either case) with a computed MAC, in constant time.
+fn hex_verifier_matches(stored: &str, computed: &[u8; 32]) -> bool {
+    let mut decoded = [0u8; 32];
+    match hex::decode_to_slice(stored, &mut decoded) {
+        Ok(()) => constant_time_eq(&decoded, computed),
+        Err(_) => false,
     }
 }
 

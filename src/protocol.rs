@@ -232,13 +232,13 @@ impl AuthRequest {
 
     /// The idempotency key: MTI (repeat cleared), acquirer, STAN, date-time, terminal.
     pub fn idempotency_key(&self) -> String {
-        key_of(&[
-            ascii(&self.mti),
+        idempotency_key(
+            &self.mti,
             &self.acquirer,
-            ascii(&self.stan),
+            &self.stan,
             &self.key_datetime,
             &self.terminal,
-        ])
+        )
     }
 
     /// What must match for a message with the same key to be its duplicate:
@@ -271,6 +271,17 @@ impl AuthRequest {
     pub fn original_key(&self) -> String {
         original_key(&self.mti, &self.stan, &self.key_datetime, &self.acquirer)
     }
+}
+
+/// The idempotency key of a message: MTI, acquirer, STAN, date-time, terminal.
+pub fn idempotency_key(
+    mti: &[u8; 4],
+    acquirer: &str,
+    stan: &[u8; 6],
+    datetime: &str,
+    terminal: &str,
+) -> String {
+    key_of(&[ascii(mti), acquirer, ascii(stan), datetime, terminal])
 }
 
 /// The key of an original: MTI, STAN, date-time, acquirer.

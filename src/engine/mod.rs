@@ -589,13 +589,7 @@ impl<S: Store> Engine<S> {
         request: &AuthRequest,
         now: u64,
     ) -> AuthResponse {
-        let key = request.idempotency_key();
-        if let Some(txn) = self
-            .state
-            .txn_by_key
-            .get(&key)
-            .and_then(|id| self.state.txn(*id))
-        {
+        if let Some(txn) = self.state.txn_by_key(&request.idempotency_key()) {
             if txn.fingerprint != 0 && txn.fingerprint != request.fingerprint() {
                 // Same key, another card, amount or processing code: not a duplicate
                 // to replay, and not a new message we can tell apart. Nothing is recorded.
@@ -608,11 +602,7 @@ impl<S: Store> Engine<S> {
                 None
             }
             _ if self.state.orphan_reversals.is_empty() => None,
-            _ => self
-                .state
-                .orphan_reversals
-                .get(&request.orphan_key())
-                .copied(),
+            _ => self.state.orphan_reversal(&request.orphan_key()),
         };
         let txn = match request.class {
             _ if orphan.is_some() => self.reversed_before_arrival(changes, request, orphan, now),
@@ -1184,37 +1174,33 @@ impl<S: Store> Engine<S> {
                 &original.datetime,
                 &original.acquirer,
             );
-            let named = self
-                .state
-                .txn_by_original_key
-                .get(&key)
-                .and_then(|id| self.state.txn(*id));
+            let named = self.state.txn_by_original_key(&key);
             if named.is_none_or(|txn| same_card(&txn)) {
                 return named;
             }
             // The key names another card's message (the first to take it):
             // the original is then the message with those fields sent from
             // this request's terminal.
-            let mut candidate = request.clone();
-            candidate.mti = original.mti;
-            candidate.stan = original.stan;
-            candidate.key_datetime.clone_from(&original.datetime);
-            candidate.acquirer.clone_from(&original.acquirer);
-            return self
-                .state
-                .txn_by_key
-                .get(&candidate.idempotency_key())
-                .and_then(|id| self.state.txn(*id))
-                .filter(same_card);
+            let key = crate::protocol::idempotency_key(
+                &original.mti,
+                &original.acquirer,
+                &original.stan,
+                &original.datetime,
+                &request.terminal,
+            );
+            return self.state.txn_by_key(&key).filter(same_card);
         }
         classes.iter().find_map(|class| {
-            let mut candidate = request.clone();
-            candidate.mti[1..4].copy_from_slice(&class[..]);
-            self.state
-                .txn_by_key
-                .get(&candidate.idempotency_key())
-                .and_then(|id| self.state.txn(*id))
-                .filter(same_card)
+            let mut mti = request.mti;
+            mti[1..4].copy_from_slice(&class[..]);
+            let key = crate::protocol::idempotency_key(
+                &mti,
+                &request.acquirer,
+                &request.stan,
+                &request.key_datetime,
+                &request.terminal,
+            );
+            self.state.txn_by_key(&key).filter(same_card)
         })
     }
 

@@ -410,11 +410,12 @@ impl Record for JournalEntry {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use std::str::FromStr;
 
-    fn txn() -> Txn {
+    /// A transaction with every field set (the state's tests use it too).
+    pub(in crate::engine) fn txn() -> Txn {
         Txn {
             id: 42,
             key: "0100|600001|000123|1205101112|SIM00001".into(),

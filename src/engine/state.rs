@@ -44,41 +44,86 @@ pub struct State {
     pub next_journal: u64,
 }
 
-/// A string-keyed index of transaction ids, split into 256 hash tables. A
-/// hash table that grows moves all its entries at once; with millions of
-/// transactions that stalled the writer for hundreds of milliseconds, where
-/// a shard moves a 256th of them.
+/// A string-keyed index of transaction ids, kept by a 128-bit keyed digest
+/// of the key rather than the key itself, and split into 256 hash tables.
+///
+/// The digest makes an entry 32 bytes with nothing to clone, compare or
+/// rehash; a hash table that grows moves all its entries at once, and a
+/// shard moves a 256th of them (with millions of transactions one table
+/// stalled the writer for hundreds of milliseconds). Two keys share a digest
+/// with probability 2⁻¹²⁸ (the seeds are random per process, so a peer
+/// cannot aim for a collision); even so, a lookup gives only a candidate,
+/// and [`State`]'s lookups check the transaction's own key before they
+/// believe it.
 pub struct ShardedIndex {
-    shards: Vec<HashMap<String, u64>>,
-    router: foldhash::quality::RandomState,
+    shards: Vec<std::collections::HashMap<u128, u64, DigestHasher>>,
+    seeds: (
+        foldhash::quality::RandomState,
+        foldhash::quality::RandomState,
+    ),
     len: usize,
+}
+
+/// Hashes a digest by folding it: its bits are already uniform.
+#[derive(Clone, Copy, Default)]
+struct DigestHasher(u64);
+
+impl std::hash::Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u128 digests are hashed; fold anything else all the same.
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0 ^ u64::from_le_bytes(word)).rotate_left(29);
+        }
+    }
+
+    fn write_u128(&mut self, digest: u128) {
+        self.0 ^= digest as u64 ^ (digest >> 64) as u64;
+    }
+}
+
+impl std::hash::BuildHasher for DigestHasher {
+    type Hasher = DigestHasher;
+
+    fn build_hasher(&self) -> DigestHasher {
+        DigestHasher(0)
+    }
 }
 
 impl Default for ShardedIndex {
     fn default() -> Self {
         ShardedIndex {
-            shards: (0..256).map(|_| HashMap::default()).collect(),
-            router: foldhash::quality::RandomState::default(),
+            shards: (0..256).map(|_| Default::default()).collect(),
+            seeds: Default::default(),
             len: 0,
         }
     }
 }
 
 impl ShardedIndex {
-    fn shard(&self, key: &str) -> usize {
+    fn digest(&self, key: &str) -> (usize, u128) {
         use std::hash::BuildHasher;
-        (self.router.hash_one(key) >> 56) as usize % self.shards.len()
+        let high = self.seeds.0.hash_one(key);
+        let low = self.seeds.1.hash_one(key);
+        let digest = (u128::from(high) << 64) | u128::from(low);
+        ((high >> 56) as usize % self.shards.len(), digest)
     }
 
-    /// The id under `key`.
-    pub fn get(&self, key: &str) -> Option<&u64> {
-        self.shards[self.shard(key)].get(key)
+    /// The id under `key`, or under another key with the same digest: check it.
+    pub fn get(&self, key: &str) -> Option<u64> {
+        let (shard, digest) = self.digest(key);
+        self.shards[shard].get(&digest).copied()
     }
 
     /// Sets the id under `key`, returning the previous one.
-    pub fn insert(&mut self, key: String, id: u64) -> Option<u64> {
-        let shard = self.shard(&key);
-        let previous = self.shards[shard].insert(key, id);
+    pub fn insert(&mut self, key: &str, id: u64) -> Option<u64> {
+        let (shard, digest) = self.digest(key);
+        let previous = self.shards[shard].insert(digest, id);
         if previous.is_none() {
             self.len += 1;
         }
@@ -87,8 +132,8 @@ impl ShardedIndex {
 
     /// Removes `key`, returning its id.
     pub fn remove(&mut self, key: &str) -> Option<u64> {
-        let shard = self.shard(key);
-        let removed = self.shards[shard].remove(key);
+        let (shard, digest) = self.digest(key);
+        let removed = self.shards[shard].remove(&digest);
         if removed.is_some() {
             self.len -= 1;
         }
@@ -96,9 +141,9 @@ impl ShardedIndex {
     }
 
     /// Sets the id under `key` unless it already has one.
-    pub fn insert_if_absent(&mut self, key: String, id: u64) {
-        let shard = self.shard(&key);
-        if let std::collections::hash_map::Entry::Vacant(slot) = self.shards[shard].entry(key) {
+    pub fn insert_if_absent(&mut self, key: &str, id: u64) {
+        let (shard, digest) = self.digest(key);
+        if let std::collections::hash_map::Entry::Vacant(slot) = self.shards[shard].entry(digest) {
             slot.insert(id);
             self.len += 1;
         }
@@ -151,6 +196,29 @@ impl State {
         self.txns.get(&id).map(|txn| &**txn)
     }
 
+    /// The transaction whose idempotency key is `key`.
+    pub fn txn_by_key(&self, key: &str) -> Option<&Txn> {
+        let id = self.txn_by_key.get(key)?;
+        self.txn(id).filter(|txn| txn.key == key)
+    }
+
+    /// The first transaction whose original key (what field 90/56 names) is `key`.
+    pub fn txn_by_original_key(&self, key: &str) -> Option<&Txn> {
+        let id = self.txn_by_original_key.get(key)?;
+        self.txn(id).filter(|txn| txn.original_key == key)
+    }
+
+    /// The reversal kept under the orphan key `key` until its original arrives.
+    pub fn orphan_reversal(&self, key: &str) -> Option<u64> {
+        if self.orphan_reversals.is_empty() {
+            return None;
+        }
+        let id = self.orphan_reversals.get(key)?;
+        self.txn(id)
+            .filter(|txn| txn.orphan_of.as_deref() == Some(key))
+            .map(|txn| txn.id)
+    }
+
     /// Adds a transaction to the maps and indexes.
     pub fn index_txn(&mut self, txn: Txn) {
         if txn.state == TxnState::Authorized {
@@ -159,11 +227,11 @@ impl State {
             }
         }
         if let Some(orphan) = &txn.orphan_of {
-            self.orphan_reversals.insert(orphan.clone(), txn.id);
+            self.orphan_reversals.insert(orphan, txn.id);
         }
-        self.txn_by_key.insert(txn.key.clone(), txn.id);
+        self.txn_by_key.insert(&txn.key, txn.id);
         self.txn_by_original_key
-            .insert_if_absent(txn.original_key.clone(), txn.id);
+            .insert_if_absent(&txn.original_key, txn.id);
         self.txns.insert(txn.id, Box::new(txn));
     }
 
@@ -174,14 +242,14 @@ impl State {
             self.active_holds.remove(&(expires, id));
         }
         if let Some(orphan) = &txn.orphan_of {
-            if self.orphan_reversals.get(orphan) == Some(&id) {
+            if self.orphan_reversals.get(orphan) == Some(id) {
                 self.orphan_reversals.remove(orphan);
             }
         }
-        if self.txn_by_key.get(&txn.key) == Some(&id) {
+        if self.txn_by_key.get(&txn.key) == Some(id) {
             self.txn_by_key.remove(&txn.key);
         }
-        if self.txn_by_original_key.get(&txn.original_key) == Some(&id) {
+        if self.txn_by_original_key.get(&txn.original_key) == Some(id) {
             self.txn_by_original_key.remove(&txn.original_key);
         }
         Some(txn)
@@ -479,23 +547,53 @@ fn put_counters(batch: &mut WriteBatch, next_txn: u64, next_journal: u64) {
 
 #[cfg(test)]
 mod tests {
-    use super::ShardedIndex;
+    use super::{ShardedIndex, State};
+
+    #[test]
+    fn a_lookup_believes_the_index_only_when_the_transaction_has_the_key() {
+        let mut state = State::default();
+        let txn = crate::engine::record::tests::txn();
+        let (id, key, original_key) = (txn.id, txn.key.clone(), txn.original_key.clone());
+        let orphan_of = txn
+            .orphan_of
+            .clone()
+            .expect("the sample is an orphan reversal");
+        state.index_txn(txn);
+        assert_eq!(state.txn_by_key(&key).map(|t| t.id), Some(id));
+        assert_eq!(
+            state.txn_by_original_key(&original_key).map(|t| t.id),
+            Some(id)
+        );
+        assert_eq!(state.orphan_reversal(&orphan_of), Some(id));
+        // Keys whose digests collide with the transaction's (as if): the
+        // index names it, and the lookups see it is not theirs.
+        state.txn_by_key.insert("other key", id);
+        state.txn_by_original_key.insert("other original", id);
+        state.orphan_reversals.insert("other orphan", id);
+        assert!(state.txn_by_key("other key").is_none());
+        assert!(state.txn_by_original_key("other original").is_none());
+        assert_eq!(state.orphan_reversal("other orphan"), None);
+        assert!(state.unindex_txn(id).is_some());
+        assert!(state.txn_by_key(&key).is_none());
+        assert_eq!(state.txn_by_key.get(&key), None);
+    }
 
     #[test]
     fn the_sharded_index_behaves_as_one_map() {
         let mut index = ShardedIndex::default();
         assert!(index.is_empty());
         for i in 0..1000u64 {
-            assert_eq!(index.insert(format!("k{i}"), i), None);
+            assert_eq!(index.insert(&format!("k{i}"), i), None);
         }
         assert_eq!(index.len(), 1000);
-        assert_eq!(index.insert("k7".into(), 70), Some(7));
-        index.insert_if_absent("k8".into(), 80);
-        index.insert_if_absent("new".into(), 5);
-        assert_eq!(index.get("k7"), Some(&70));
-        assert_eq!(index.get("k8"), Some(&8));
-        assert_eq!(index.get("new"), Some(&5));
+        assert_eq!(index.insert("k7", 70), Some(7));
+        index.insert_if_absent("k8", 80);
+        index.insert_if_absent("new", 5);
+        assert_eq!(index.get("k7"), Some(70));
+        assert_eq!(index.get("k8"), Some(8));
+        assert_eq!(index.get("new"), Some(5));
         assert_eq!(index.len(), 1001);
+        assert_eq!(index.get("k1000"), None);
         assert_eq!(index.remove("k9"), Some(9));
         assert_eq!(index.remove("k9"), None);
         assert_eq!(index.get("k9"), None);
