@@ -507,7 +507,7 @@ impl<S: Store> Engine<S> {
             }
             let now = now_ms();
             let batch_len = commands.len();
-            let mut changes = Changes::default();
+            let mut changes = Changes::for_requests(batch_len);
             for command in commands.drain(..) {
                 match command {
                     Command::Iso { request, reply } => {

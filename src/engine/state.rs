@@ -272,6 +272,18 @@ pub struct Changes {
 }
 
 impl Changes {
+    /// An empty change set sized for a batch of `requests` requests (each
+    /// writes a transaction, a balance or two and a journal entry or two), so
+    /// that its maps do not grow, moving their entries, while it fills.
+    pub fn for_requests(requests: usize) -> Changes {
+        Changes {
+            balances: HashMap::with_capacity_and_hasher(requests, Default::default()),
+            txns: HashMap::with_capacity_and_hasher(requests, Default::default()),
+            journal: Vec::with_capacity(requests),
+            ..Changes::default()
+        }
+    }
+
     /// True when nothing changed.
     pub fn is_empty(&self) -> bool {
         self.balances.is_empty()
@@ -383,7 +395,16 @@ impl Changes {
 
     /// The writes that make this change set durable, counters included.
     pub fn to_batch(&self, state: &State) -> WriteBatch {
-        let mut batch = WriteBatch::default();
+        let mut batch = WriteBatch::with_capacity(
+            self.programs.len()
+                + self.users.len()
+                + self.balances.len()
+                + self.cards.len()
+                + self.txns.len()
+                + self.journal.len()
+                + self.records.len()
+                + 2,
+        );
         write_records(&mut batch, keys::PROGRAM, &self.programs, |id| {
             state.programs.get(id)
         });

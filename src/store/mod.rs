@@ -22,6 +22,13 @@ pub struct WriteBatch {
 }
 
 impl WriteBatch {
+    /// An empty batch with room for `writes` writes.
+    pub fn with_capacity(writes: usize) -> WriteBatch {
+        WriteBatch {
+            ops: Vec::with_capacity(writes),
+        }
+    }
+
     /// Sets `key` to `value`.
     pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
         self.ops.push((key, Some(value)));
