@@ -10,7 +10,8 @@
 # (a fixed rate of RATE requests per second). Default loads: the table of
 # BENCHMARKS.md. Environment: RUNS (3), DURATION (5 s), SERVE_ARGS (extra
 # flags for `antaca serve`, e.g. --engine-batch-max 1), ECHO=0 to skip the
-# echo, BIN (target/release/antaca), PORTFOLIO (fixtures/bench-portfolio.json).
+# echo, DURABLE_ECHO=1 to run the durable echo too (every request
+# fdatasynced to a log before its answer: `sim --echo-server --echo-log`), BIN (target/release/antaca), PORTFOLIO (fixtures/bench-portfolio.json).
 # Prints one line per run and a summary of the medians; nothing else may run
 # on the machine meanwhile.
 set -euo pipefail
@@ -25,6 +26,7 @@ runs=${RUNS:-3}
 duration=${DURATION:-5}
 engine_addr=127.0.0.1:28583
 echo_addr=127.0.0.1:28584
+durable_addr=127.0.0.1:28585
 mkdir -p "$out"
 data=$(mktemp -d)
 pids=()
@@ -47,6 +49,11 @@ if [ "${ECHO:-1}" != 0 ]; then
   "$bin" sim --echo-server "$echo_addr" >/dev/null 2>&1 &
   pids+=($!)
   wait_port "$echo_addr"
+fi
+if [ "${DURABLE_ECHO:-0}" != 0 ]; then
+  "$bin" sim --echo-server "$durable_addr" --echo-log "$data/echo.log" >/dev/null 2>&1 &
+  pids+=($!)
+  wait_port "$durable_addr"
 fi
 
 # median_of KEY FILE...: the report with the median KEY (throughput_per_s
@@ -82,6 +89,7 @@ for load in "${loads[@]}"; do
   [ "$rate" != 0 ] && name="${shape}-rate${rate}"
   engine_runs=()
   echo_runs=()
+  durable_runs=()
   for run in $(seq "$runs"); do
     rm -rf "$data/store"
     # shellcheck disable=SC2086
@@ -107,12 +115,23 @@ for load in "${loads[@]}"; do
       echo_runs+=("$report")
       summary "echo $name run $run" "$report"
     fi
+    if [ "${DURABLE_ECHO:-0}" != 0 ]; then
+      report="$out/rep-decho-$name-run$run.json"
+      "$bin" sim --iso "$durable_addr" --protocol-only --duration "$duration" \
+        --connections "$connections" --inflight "$inflight" --rate "$rate" \
+        --json "$report" >/dev/null 2>&1
+      durable_runs+=("$report")
+      summary "durable echo $name run $run" "$report"
+    fi
   done
   key=throughput_per_s
   [ "$rate" != 0 ] && key=p99_us
   cp "$(median_of "$key" "${engine_runs[@]}")" "$out/rep-engine-$name.json"
   if [ ${#echo_runs[@]} -gt 0 ]; then
     cp "$(median_of "$key" "${echo_runs[@]}")" "$out/rep-echo-$name.json"
+  fi
+  if [ ${#durable_runs[@]} -gt 0 ]; then
+    cp "$(median_of "$key" "${durable_runs[@]}")" "$out/rep-decho-$name.json"
   fi
 done
 
@@ -125,5 +144,6 @@ for load in "${loads[@]}"; do
   name=${shape}
   [ "$rate" != 0 ] && name="${shape}-rate${rate}"
   summary "engine $name" "$out/rep-engine-$name.json"
-  [ -f "$out/rep-echo-$name.json" ] && summary "echo $name" "$out/rep-echo-$name.json"
+  if [ -f "$out/rep-echo-$name.json" ]; then summary "echo $name" "$out/rep-echo-$name.json"; fi
+  if [ -f "$out/rep-decho-$name.json" ]; then summary "durable echo $name" "$out/rep-decho-$name.json"; fi
 done

@@ -188,6 +188,35 @@ fn echo_server_answers_the_sim_and_the_plot_is_well_formed() {
     assert!(text.contains("99.9%"));
 }
 
+#[test]
+fn the_durable_echo_answers_only_what_it_logged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("echo.log");
+    let echo = EchoServer::start_durable(
+        "127.0.0.1:0",
+        Spec::load("iso87binary").expect("spec"),
+        LengthHeader::Binary2,
+        &log,
+    )
+    .expect("durable echo server");
+    let mut c = config(echo.addr.to_string(), "iso87binary");
+    c.connections = 3;
+    c.inflight = 4;
+    c.duration = Duration::from_millis(500);
+    c.checks = Checks::Protocol;
+    let report = sim::run_blocking(c).expect("sim against the durable echo");
+    echo.stop();
+    assert_clean(&report);
+    assert!(report.received > 0);
+    // Every answered request is in the log: an MTI, a bitmap, a STAN at least.
+    let logged = std::fs::metadata(&log).expect("log written").len();
+    assert!(
+        logged >= report.received * 20,
+        "{logged} bytes logged for {} answers",
+        report.received
+    );
+}
+
 /// A small XML check: every tag closes in order, attributes are quoted, one root `svg`.
 fn assert_well_formed(text: &str) {
     let body = text

@@ -54,13 +54,17 @@ pub struct SimArgs {
     /// Run the bare echo server (the baseline) on this address instead.
     #[arg(long, value_name = "ADDR")]
     pub echo_server: Option<String>,
+    /// With --echo-server: append every request to this file and answer only
+    /// once an fdatasync covers it (group commit, no decision, no store).
+    #[arg(long, value_name = "FILE", requires = "echo_server")]
+    pub echo_log: Option<PathBuf>,
 }
 
 /// Runs `antaca sim`.
 pub fn main(args: SimArgs) -> Result<(), SimError> {
     let spec = Spec::load(&args.spec).map_err(|e| format!("spec {:?}: {e}", args.spec))?;
     if let Some(addr) = &args.echo_server {
-        return echo(addr, spec, args.length_header);
+        return echo(addr, spec, args.length_header, args.echo_log.as_deref());
     }
     if let Some(out) = &args.plot {
         return plot(out, &args.json);
@@ -107,11 +111,23 @@ pub fn main(args: SimArgs) -> Result<(), SimError> {
     }
 }
 
-fn echo(addr: &str, spec: Spec, header: LengthHeader) -> Result<(), SimError> {
+fn echo(
+    addr: &str,
+    spec: Spec,
+    header: LengthHeader,
+    log: Option<&std::path::Path>,
+) -> Result<(), SimError> {
     let name = spec.name().to_string();
-    let server = super::echo::EchoServer::start(addr, spec, header)?;
+    let server = match log {
+        None => super::echo::EchoServer::start(addr, spec, header)?,
+        Some(log) => super::echo::EchoServer::start_durable(addr, spec, header, log)?,
+    };
+    let durable = match log {
+        None => String::new(),
+        Some(log) => format!(", each request fdatasynced to {} first", log.display()),
+    };
     println!(
-        "echo server listening on {} (spec {name}, {header} length header)",
+        "echo server listening on {} (spec {name}, {header} length header{durable})",
         server.addr
     );
     use std::io::Write;

@@ -2,16 +2,26 @@
 //! every request with MTI + 10 and an approval in field 39, echoing the
 //! fields the engine echoes, without touching a store. One thread
 //! (current-thread tokio), batched reads and writes.
+//!
+//! The durable variant ([`EchoServer::start_durable`]) appends every request
+//! to a log file and answers only once an `fdatasync` covers it, with group
+//! commit across connections and the next group written while one syncs, as
+//! the engine does: what durability costs on this disk with no decision, no
+//! state and no store behind it.
 
 use super::{Dialect, SimError};
 use crate::framing::{encode_frame, FrameCodec, LengthHeader};
 use crate::iso8583::{Message, Spec};
 use crate::protocol::response_mti;
 use bytes::{Bytes, BytesMut};
+use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 
@@ -42,19 +52,54 @@ pub fn answer(mut request: Message, approval: &'static str) -> Message {
     request
 }
 
-async fn connection(mut socket: TcpStream, spec: Arc<Spec>, header: LengthHeader) {
+/// A connection's socket: whole for the bare echo; for the durable one,
+/// split so that answers wait for the log while requests are still read.
+enum Socket {
+    Whole(TcpStream),
+    Durable {
+        read: OwnedReadHalf,
+        log: Arc<SyncLog>,
+        to_writer: mpsc::UnboundedSender<(oneshot::Receiver<()>, BytesMut)>,
+    },
+}
+
+async fn connection(
+    socket: TcpStream,
+    spec: Arc<Spec>,
+    header: LengthHeader,
+    log: Option<Arc<SyncLog>>,
+) {
     let _ = socket.set_nodelay(true);
+    let mut socket = match log {
+        None => Socket::Whole(socket),
+        Some(log) => {
+            let (read, write) = socket.into_split();
+            let (to_writer, from_reader) = mpsc::unbounded_channel();
+            tokio::spawn(answer_when_durable(write, from_reader));
+            Socket::Durable {
+                read,
+                log,
+                to_writer,
+            }
+        }
+    };
     let approval = Dialect::of(&spec).approval();
     let mut codec = FrameCodec::new(header, 64 * 1024);
     let mut inbuf = BytesMut::with_capacity(64 * 1024);
     let mut out = BytesMut::with_capacity(64 * 1024);
+    let mut logged = Vec::new();
     let mut body = BytesMut::with_capacity(512);
     loop {
-        match socket.read_buf(&mut inbuf).await {
+        let received = match &mut socket {
+            Socket::Whole(whole) => whole.read_buf(&mut inbuf).await,
+            Socket::Durable { read, .. } => read.read_buf(&mut inbuf).await,
+        };
+        match received {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
         out.clear();
+        logged.clear();
         loop {
             match codec.decode(&mut inbuf) {
                 Ok(Some(frame)) if frame.is_empty() => continue,
@@ -62,6 +107,9 @@ async fn connection(mut socket: TcpStream, spec: Arc<Spec>, header: LengthHeader
                     let Ok(request) = spec.decode(&frame) else {
                         continue;
                     };
+                    if matches!(socket, Socket::Durable { .. }) {
+                        logged.extend_from_slice(&frame);
+                    }
                     body.clear();
                     if spec.encode(&answer(request, approval), &mut body).is_ok() {
                         let _ = encode_frame(header, &body, &mut out);
@@ -71,9 +119,146 @@ async fn connection(mut socket: TcpStream, spec: Arc<Spec>, header: LengthHeader
                 Err(_) => return,
             }
         }
-        if !out.is_empty() && socket.write_all(&out).await.is_err() {
+        if out.is_empty() {
+            continue;
+        }
+        let sent = match &mut socket {
+            Socket::Whole(whole) => whole.write_all(&out).await.is_ok(),
+            Socket::Durable { log, to_writer, .. } => {
+                let durable = log.append(&logged);
+                to_writer.send((durable, out.split())).is_ok()
+            }
+        };
+        if !sent {
             return;
         }
+    }
+}
+
+/// Writes each read's answers once the log says its requests are durable,
+/// in order, and together with the later ones already durable.
+async fn answer_when_durable(
+    mut write: OwnedWriteHalf,
+    mut from_reader: mpsc::UnboundedReceiver<(oneshot::Receiver<()>, BytesMut)>,
+) {
+    let mut out = BytesMut::with_capacity(64 * 1024);
+    let mut next = None;
+    loop {
+        let (durable, answers) = match next.take() {
+            Some(waiting) => waiting,
+            None => match from_reader.recv().await {
+                Some(waiting) => waiting,
+                None => return,
+            },
+        };
+        if durable.await.is_err() {
+            return; // the log failed: no answer
+        }
+        out.extend_from_slice(&answers);
+        while let Ok((mut durable, answers)) = from_reader.try_recv() {
+            match durable.try_recv() {
+                Ok(()) => out.extend_from_slice(&answers),
+                Err(oneshot::error::TryRecvError::Empty) => {
+                    next = Some((durable, answers));
+                    break;
+                }
+                Err(oneshot::error::TryRecvError::Closed) => return,
+            }
+        }
+        if write.write_all(&out).await.is_err() {
+            return;
+        }
+        out.clear();
+    }
+}
+
+/// The durable echo's log: requests appended by every connection, one
+/// `fdatasync` for all that were appended since the last, on a thread of
+/// its own.
+pub struct SyncLog {
+    pending: Mutex<Pending>,
+    appended: Condvar,
+}
+
+#[derive(Default)]
+struct Pending {
+    bytes: Vec<u8>,
+    waiters: Vec<oneshot::Sender<()>>,
+    stopped: bool,
+}
+
+impl SyncLog {
+    /// Opens (appends to) `path` and starts the sync thread.
+    fn start(path: &Path) -> std::io::Result<(Arc<SyncLog>, std::thread::JoinHandle<()>)> {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        let log = Arc::new(SyncLog {
+            pending: Mutex::new(Pending::default()),
+            appended: Condvar::new(),
+        });
+        let shared = log.clone();
+        let thread = std::thread::Builder::new()
+            .name("antaca-echo-sync".into())
+            .spawn(move || {
+                let mut bytes = Vec::new();
+                while let Some(waiters) = shared.take(&mut bytes) {
+                    let written = file.write_all(&bytes).and_then(|()| file.sync_data());
+                    if let Err(e) = written {
+                        // Nobody is answered: the connections see their
+                        // waits fail and close.
+                        eprintln!("echo server: the log failed: {e}");
+                        shared.lock().stopped = true;
+                        return;
+                    }
+                    for waiter in waiters {
+                        let _ = waiter.send(());
+                    }
+                }
+            })?;
+        Ok((log, thread))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Appends `bytes`; the receiver completes once they are durable.
+    fn append(&self, bytes: &[u8]) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        let mut pending = self.lock();
+        if !pending.stopped {
+            pending.bytes.extend_from_slice(bytes);
+            pending.waiters.push(tx);
+            self.appended.notify_one();
+        }
+        rx
+    }
+
+    /// Waits for appended bytes and swaps them into `bytes`, with their
+    /// waiters; `None` once stopped and drained.
+    fn take(&self, bytes: &mut Vec<u8>) -> Option<Vec<oneshot::Sender<()>>> {
+        let mut pending = self.lock();
+        while pending.waiters.is_empty() && !pending.stopped {
+            pending = self
+                .appended
+                .wait(pending)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        if pending.waiters.is_empty() {
+            return None;
+        }
+        bytes.clear();
+        std::mem::swap(bytes, &mut pending.bytes);
+        Some(std::mem::take(&mut pending.waiters))
+    }
+
+    fn stop(&self) {
+        self.lock().stopped = true;
+        self.appended.notify_one();
     }
 }
 
@@ -82,13 +267,14 @@ pub async fn serve(
     listener: TcpListener,
     spec: Arc<Spec>,
     header: LengthHeader,
+    log: Option<Arc<SyncLog>>,
     stop: CancellationToken,
 ) {
     loop {
         tokio::select! {
             accepted = listener.accept() => {
                 if let Ok((socket, _)) = accepted {
-                    tokio::spawn(connection(socket, Arc::clone(&spec), header));
+                    tokio::spawn(connection(socket, Arc::clone(&spec), header, log.clone()));
                 }
             }
             _ = stop.cancelled() => return,
@@ -102,11 +288,35 @@ pub struct EchoServer {
     pub addr: SocketAddr,
     stop: CancellationToken,
     thread: Option<std::thread::JoinHandle<()>>,
+    log: Option<(Arc<SyncLog>, std::thread::JoinHandle<()>)>,
 }
 
 impl EchoServer {
     /// Binds `addr` and serves on a new thread with a current-thread runtime.
     pub fn start(addr: &str, spec: Spec, header: LengthHeader) -> Result<EchoServer, SimError> {
+        EchoServer::run(addr, spec, header, None)
+    }
+
+    /// Like [`EchoServer::start`], but every request is appended to the file
+    /// `log` and answered once an `fdatasync` covers it.
+    pub fn start_durable(
+        addr: &str,
+        spec: Spec,
+        header: LengthHeader,
+        log: &Path,
+    ) -> Result<EchoServer, SimError> {
+        let log =
+            SyncLog::start(log).map_err(|e| format!("echo server: log {}: {e}", log.display()))?;
+        EchoServer::run(addr, spec, header, Some(log))
+    }
+
+    fn run(
+        addr: &str,
+        spec: Spec,
+        header: LengthHeader,
+        log: Option<(Arc<SyncLog>, std::thread::JoinHandle<()>)>,
+    ) -> Result<EchoServer, SimError> {
+        let shared_log = log.as_ref().map(|(log, _)| log.clone());
         let listener = std::net::TcpListener::bind(addr)
             .map_err(|e| format!("echo server: cannot listen on {addr}: {e}"))?;
         listener.set_nonblocking(true)?;
@@ -121,7 +331,7 @@ impl EchoServer {
             .spawn(move || {
                 runtime.block_on(async move {
                     if let Ok(listener) = TcpListener::from_std(listener) {
-                        serve(listener, Arc::new(spec), header, token).await;
+                        serve(listener, Arc::new(spec), header, shared_log, token).await;
                     }
                 });
             })?;
@@ -129,6 +339,7 @@ impl EchoServer {
             addr: local,
             stop,
             thread: Some(thread),
+            log,
         })
     }
 
@@ -141,6 +352,10 @@ impl EchoServer {
         self.stop.cancel();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+        if let Some((log, thread)) = self.log.take() {
+            log.stop();
+            let _ = thread.join();
         }
     }
 }
