@@ -247,7 +247,7 @@ pub fn verify(store: &impl Store) -> Result<Report, StoreError> {
     }
     let mut balances: BTreeMap<String, Balance> = BTreeMap::new();
     for (k, v) in store.scan_prefix(keys::BALANCE)? {
-        if let Some(b) = read::<Balance>(&mut report, &k, &v) {
+        if let Some(b) = read_record::<Balance>(&mut report, &k, &v) {
             if keys::key(keys::BALANCE, &b.id) != k {
                 report.error(format!(
                     "record {} holds balance {}",

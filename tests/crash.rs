@@ -226,8 +226,9 @@ fn snapshot(dir: &Path) -> Snapshot {
         .scan_prefix(keys::BALANCE)
         .expect("scan")
         .into_iter()
-        .map(|(_, v)| {
-            let b: antaca::model::Balance = serde_json::from_slice(&v).expect("balance");
+        .map(|(k, v)| {
+            let b: antaca::model::Balance =
+                antaca::engine::record::decode(&k, &v).expect("balance");
             (b.id, (b.available, b.held))
         })
         .collect();

@@ -190,7 +190,8 @@ async fn a_failing_disk_answers_system_malfunction_and_changes_nothing() {
         .get(&keys::key(keys::BALANCE, "b-ok"))
         .expect("get")
         .expect("balance");
-    let balance: antaca::model::Balance = serde_json::from_slice(&stored).expect("json");
+    let balance: antaca::model::Balance =
+        antaca::engine::record::decode(b"b/b-ok", &stored).expect("balance");
     assert_eq!(balance.available, "1000.00".parse::<Decimal>().expect("d"));
     assert!(
         store.scan_prefix(keys::TXN).expect("scan").is_empty(),
@@ -213,7 +214,8 @@ async fn a_failing_disk_answers_system_malfunction_and_changes_nothing() {
         .get(&keys::key(keys::BALANCE, "b-ok"))
         .expect("get")
         .expect("balance");
-    let balance: antaca::model::Balance = serde_json::from_slice(&stored).expect("json");
+    let balance: antaca::model::Balance =
+        antaca::engine::record::decode(b"b/b-ok", &stored).expect("balance");
     assert_eq!(balance.available, "990.00".parse::<Decimal>().expect("d"));
 }
 

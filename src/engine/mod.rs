@@ -330,7 +330,7 @@ impl<S: Store> Engine<S> {
             state.users.insert(user.id.clone(), user);
         }
         for (k, v) in store.scan_prefix(keys::BALANCE)? {
-            let balance: crate::model::Balance = decode(&k, &v)?;
+            let balance: crate::model::Balance = record::decode(&k, &v)?;
             state.balances.insert(balance.id.clone(), balance);
         }
         for (k, v) in store.scan_prefix(keys::CARD)? {

@@ -411,18 +411,22 @@ impl Changes {
         write_records(&mut batch, keys::USER, &self.users, |id| {
             state.users.get(id)
         });
-        write_records(&mut batch, keys::BALANCE, &self.balances, |id| {
-            state.balances.get(id)
-        });
+        for id in self.balances.keys() {
+            put_or_delete_record(
+                &mut batch,
+                keys::key(keys::BALANCE, id),
+                state.balances.get(id),
+            );
+        }
         write_records(&mut batch, keys::CARD, &self.cards, |id| {
             state.cards.get(id)
         });
         for id in self.txns.keys() {
-            let key = keys::numbered(keys::TXN, *id);
-            match state.txns.get(id) {
-                Some(txn) => batch.put(key, record::encode(&**txn)),
-                None => batch.delete(key),
-            }
+            put_or_delete_record(
+                &mut batch,
+                keys::numbered(keys::TXN, *id),
+                state.txns.get(id).map(|txn| &**txn),
+            );
         }
         for entry in &self.journal {
             batch.put(
@@ -453,18 +457,14 @@ impl Changes {
         write_records(&mut batch, keys::USER, &self.users, |id| {
             self.users.get(id).and_then(Option::as_ref)
         });
-        write_records(&mut batch, keys::BALANCE, &self.balances, |id| {
-            self.balances.get(id).and_then(Option::as_ref)
-        });
+        for (id, old) in &self.balances {
+            put_or_delete_record(&mut batch, keys::key(keys::BALANCE, id), old.as_ref());
+        }
         write_records(&mut batch, keys::CARD, &self.cards, |id| {
             self.cards.get(id).and_then(Option::as_ref)
         });
         for (id, old) in &self.txns {
-            let key = keys::numbered(keys::TXN, *id);
-            match old {
-                Some(txn) => batch.put(key, record::encode(txn)),
-                None => batch.delete(key),
-            }
+            put_or_delete_record(&mut batch, keys::numbered(keys::TXN, *id), old.as_ref());
         }
         for entry in &self.journal {
             batch.delete(keys::numbered(keys::JOURNAL, entry.seq));
@@ -545,6 +545,17 @@ fn write_records<'a, T: serde::Serialize + 'a>(
 ) {
     for id in changed.keys() {
         put_or_delete(batch, keys::key(prefix, id), value(id));
+    }
+}
+
+fn put_or_delete_record<T: record::Record>(
+    batch: &mut WriteBatch,
+    key: Vec<u8>,
+    value: Option<&T>,
+) {
+    match value {
+        Some(v) => batch.put(key, record::encode(v)),
+        None => batch.delete(key),
     }
 }
 
