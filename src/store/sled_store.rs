@@ -389,6 +389,7 @@ impl SledStore {
             }
         };
         self.retry_in_place = false;
+        metrics::counter!("antaca_store_log_bytes_total").increment(len as u64);
         let mut pending = self.pending.borrow_mut();
         pending.since.get_or_insert_with(Instant::now);
         pending.writes.extend(ops);
