@@ -10,8 +10,9 @@
 # (a fixed rate of RATE requests per second). Default loads: the table of
 # BENCHMARKS.md. Environment: RUNS (3), DURATION (5 s), SERVE_ARGS (extra
 # flags for `antaca serve`, e.g. --engine-batch-max 1), ECHO=0 to skip the
-# echo, DURABLE_ECHO=1 to run the durable echo too (every request
-# fdatasynced to a log before its answer: `sim --echo-server --echo-log`), BIN (target/release/antaca), PORTFOLIO (fixtures/bench-portfolio.json).
+# echo, DURABLE_ECHO=1 to run the durable echo too (every request's size
+# fdatasynced to a log before its answer: `sim --echo-server --echo-log`),
+# BIN (target/release/antaca), PORTFOLIO (fixtures/bench-portfolio.json).
 # Prints one line per run and a summary of the medians; nothing else may run
 # on the machine meanwhile.
 set -euo pipefail

@@ -777,18 +777,24 @@ pub fn response_mti(mti: [u8; 4]) -> [u8; 4] {
 
 /// Builds the response to `request` carrying `response`.
 pub fn build_response(request: &Message, response: &AuthResponse, profile: Profile) -> Message {
-    let mut out = Message::new(response_mti(request.mti()));
-    for &field in ECHO_FIELDS {
-        if let Some(value) = request.get_bytes(field) {
-            out.set(field, value.clone());
-        }
-    }
+    into_response(request.clone(), response, profile)
+}
+
+/// Turns `request` into its response carrying `response`: the echoed fields
+/// stay where they are (neither copied nor reference-counted again), the
+/// others go.
+pub fn into_response(mut request: Message, response: &AuthResponse, profile: Profile) -> Message {
+    const ECHOED: u128 = crate::iso8583::field_mask(ECHO_FIELDS);
+    let mti = request.mti();
+    request.set_mti(response_mti(mti));
+    request.retain(ECHOED);
+    let mut out = request;
     if let Some(code) = &response.approval_code {
         out.set(38, Bytes::copy_from_slice(code.as_bytes()));
     }
     // 1993/2003 approvals are class-specific: 0800 network management, 3000 file actions.
     let approved93 = response.outcome == Outcome::Approved && profile.dialect == Dialect::Iso93;
-    let code = match request.mti()[1] {
+    let code = match mti[1] {
         b'8' if approved93 => "0800",
         b'3' if approved93 => "3000",
         _ => response.outcome.code(profile.dialect),

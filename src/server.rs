@@ -362,14 +362,15 @@ impl Connection {
         let Some((request, started)) = self.in_flight.remove(&tag) else {
             return;
         };
-        let message = protocol::build_response(&request, response, self.context.profile);
-        self.meters.record(&request, &message, started);
+        let mti = request.mti();
+        let message = protocol::into_response(request, response, self.context.profile);
+        self.meters.record(mti, &message, started);
         self.write_message(&message);
     }
 
     fn respond_now(&mut self, request: &Message, outcome: Outcome) {
         let message = protocol::build_error_response(request, outcome, self.context.profile);
-        self.meters.record(request, &message, Instant::now());
+        self.meters.record(request.mti(), &message, Instant::now());
         self.write_message(&message);
     }
 
@@ -422,8 +423,8 @@ struct Meters {
 
 impl Meters {
     /// Records one answer: latency per request MTI, count per MTI and response code.
-    fn record(&mut self, request: &Message, response: &Message, started: Instant) {
-        let mut mti = label_key(&request.mti(), 4..=4);
+    fn record(&mut self, request_mti: [u8; 4], response: &Message, started: Instant) {
+        let mut mti = label_key(&request_mti, 4..=4);
         let mut code = label_key(response.get(39).unwrap_or(b""), 2..=4);
         if self.responses.len() >= METER_LABELS {
             // Keep the handles already made; anything new is `other`.

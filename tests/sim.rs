@@ -208,13 +208,16 @@ fn the_durable_echo_answers_only_what_it_logged() {
     echo.stop();
     assert_clean(&report);
     assert!(report.received > 0);
-    // Every answered request is in the log: an MTI, a bitmap, a STAN at least.
+    // The log grew by every answered request (an MTI, a bitmap and a STAN
+    // at least), written as zeros: no card data on disk.
     let logged = std::fs::metadata(&log).expect("log written").len();
     assert!(
         logged >= report.received * 20,
         "{logged} bytes logged for {} answers",
         report.received
     );
+    let bytes = std::fs::read(&log).expect("read log");
+    assert!(bytes.iter().all(|b| *b == 0));
 }
 
 /// A small XML check: every tag closes in order, attributes are quoted, one root `svg`.

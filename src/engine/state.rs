@@ -50,18 +50,28 @@ pub struct State {
 /// The digest makes an entry 32 bytes with nothing to clone, compare or
 /// rehash; a hash table that grows moves all its entries at once, and a
 /// shard moves a 256th of them (with millions of transactions one table
-/// stalled the writer for hundreds of milliseconds). Two keys share a digest
-/// with probability 2⁻¹²⁸ (the seeds are random per process, so a peer
-/// cannot aim for a collision); even so, a lookup gives only a candidate,
-/// and [`State`]'s lookups check the transaction's own key before they
-/// believe it.
+/// stalled the writer for hundreds of milliseconds).
+///
+/// Two keys may share a digest (by chance with probability 2⁻¹²⁸; the seeds
+/// are random per process, but foldhash does not promise that a peer cannot
+/// find collisions). So the index never believes a digest alone: every
+/// method takes `holder`, which tells which key the transaction with a
+/// given id holds in this index (`None` when there is no such
+/// transaction). A lookup returns an id only when its transaction holds the
+/// key; a key whose digest slot belongs to another live transaction's key
+/// goes to a small overflow map of whole keys instead of taking the slot.
 pub struct ShardedIndex {
     shards: Vec<std::collections::HashMap<u128, u64, DigestHasher>>,
     seeds: (
         foldhash::quality::RandomState,
         foldhash::quality::RandomState,
     ),
+    /// Keys whose digest slot another key holds.
+    overflow: HashMap<String, u64>,
     len: usize,
+    /// Every key gets the same digest (tests of the overflow).
+    #[cfg(test)]
+    collide: bool,
 }
 
 /// Hashes a digest by folding it: its bits are already uniform.
@@ -100,7 +110,10 @@ impl Default for ShardedIndex {
         ShardedIndex {
             shards: (0..256).map(|_| Default::default()).collect(),
             seeds: Default::default(),
+            overflow: HashMap::default(),
             len: 0,
+            #[cfg(test)]
+            collide: false,
         }
     }
 }
@@ -108,44 +121,79 @@ impl Default for ShardedIndex {
 impl ShardedIndex {
     fn digest(&self, key: &str) -> (usize, u128) {
         use std::hash::BuildHasher;
+        #[cfg(test)]
+        if self.collide {
+            return (0, 0);
+        }
         let high = self.seeds.0.hash_one(key);
         let low = self.seeds.1.hash_one(key);
         let digest = (u128::from(high) << 64) | u128::from(low);
         ((high >> 56) as usize % self.shards.len(), digest)
     }
 
-    /// The id under `key`, or under another key with the same digest: check it.
-    pub fn get(&self, key: &str) -> Option<u64> {
+    /// The id of the transaction that holds `key`.
+    pub fn get<'a>(&self, key: &str, holder: impl Fn(u64) -> Option<&'a str>) -> Option<u64> {
         let (shard, digest) = self.digest(key);
-        self.shards[shard].get(&digest).copied()
-    }
-
-    /// Sets the id under `key`, returning the previous one.
-    pub fn insert(&mut self, key: &str, id: u64) -> Option<u64> {
-        let (shard, digest) = self.digest(key);
-        let previous = self.shards[shard].insert(digest, id);
-        if previous.is_none() {
-            self.len += 1;
+        if let Some(&id) = self.shards[shard].get(&digest) {
+            if holder(id) == Some(key) {
+                return Some(id);
+            }
         }
-        previous
+        if self.overflow.is_empty() {
+            return None;
+        }
+        self.overflow.get(key).copied()
     }
 
-    /// Removes `key`, returning its id.
-    pub fn remove(&mut self, key: &str) -> Option<u64> {
+    /// Sets the id under `key`, replacing the id of a transaction that held it.
+    pub fn insert<'a>(&mut self, key: &str, id: u64, holder: impl Fn(u64) -> Option<&'a str>) {
         let (shard, digest) = self.digest(key);
-        let removed = self.shards[shard].remove(&digest);
-        if removed.is_some() {
+        match self.shards[shard].entry(digest) {
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(id);
+                self.len += 1;
+            }
+            std::collections::hash_map::Entry::Occupied(mut slot) => {
+                let other = *slot.get();
+                match holder(other) {
+                    // Another live transaction's key has this digest.
+                    Some(held) if other != id && held != key => {
+                        if self.overflow.insert(key.to_string(), id).is_none() {
+                            self.len += 1;
+                        }
+                    }
+                    // The key itself, or a slot its transaction left.
+                    _ => {
+                        slot.insert(id);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sets the id under `key` unless a transaction holds it already.
+    pub fn insert_if_absent<'a>(
+        &mut self,
+        key: &str,
+        id: u64,
+        holder: impl Fn(u64) -> Option<&'a str> + Copy,
+    ) {
+        if self.get(key, holder).is_none() {
+            self.insert(key, id, holder);
+        }
+    }
+
+    /// Removes `key` if it names `id`.
+    pub fn remove(&mut self, key: &str, id: u64) {
+        if self.overflow.get(key) == Some(&id) {
+            self.overflow.remove(key);
             self.len -= 1;
+            return;
         }
-        removed
-    }
-
-    /// Sets the id under `key` unless it already has one.
-    pub fn insert_if_absent(&mut self, key: &str, id: u64) {
         let (shard, digest) = self.digest(key);
-        if let std::collections::hash_map::Entry::Vacant(slot) = self.shards[shard].entry(digest) {
-            slot.insert(id);
-            self.len += 1;
+        if self.shards[shard].get(&digest) == Some(&id) {
+            self.shards[shard].remove(&digest);
+            self.len -= 1;
         }
     }
 
@@ -198,14 +246,18 @@ impl State {
 
     /// The transaction whose idempotency key is `key`.
     pub fn txn_by_key(&self, key: &str) -> Option<&Txn> {
-        let id = self.txn_by_key.get(key)?;
-        self.txn(id).filter(|txn| txn.key == key)
+        let id = self
+            .txn_by_key
+            .get(key, |id| self.txn(id).map(|t| t.key.as_str()))?;
+        self.txn(id)
     }
 
     /// The first transaction whose original key (what field 90/56 names) is `key`.
     pub fn txn_by_original_key(&self, key: &str) -> Option<&Txn> {
-        let id = self.txn_by_original_key.get(key)?;
-        self.txn(id).filter(|txn| txn.original_key == key)
+        let id = self
+            .txn_by_original_key
+            .get(key, |id| self.txn(id).map(|t| t.original_key.as_str()))?;
+        self.txn(id)
     }
 
     /// The reversal kept under the orphan key `key` until its original arrives.
@@ -213,10 +265,8 @@ impl State {
         if self.orphan_reversals.is_empty() {
             return None;
         }
-        let id = self.orphan_reversals.get(key)?;
-        self.txn(id)
-            .filter(|txn| txn.orphan_of.as_deref() == Some(key))
-            .map(|txn| txn.id)
+        self.orphan_reversals
+            .get(key, |id| self.txn(id).and_then(|t| t.orphan_of.as_deref()))
     }
 
     /// Adds a transaction to the maps and indexes.
@@ -226,12 +276,19 @@ impl State {
                 self.active_holds.insert((expires, txn.id));
             }
         }
+        let txns = &self.txns;
+        let held = |id: u64| txns.get(&id).map(|t| &**t);
         if let Some(orphan) = &txn.orphan_of {
-            self.orphan_reversals.insert(orphan, txn.id);
+            self.orphan_reversals.insert(orphan, txn.id, |id| {
+                held(id).and_then(|t| t.orphan_of.as_deref())
+            });
         }
-        self.txn_by_key.insert(&txn.key, txn.id);
+        self.txn_by_key
+            .insert(&txn.key, txn.id, |id| held(id).map(|t| t.key.as_str()));
         self.txn_by_original_key
-            .insert_if_absent(&txn.original_key, txn.id);
+            .insert_if_absent(&txn.original_key, txn.id, |id| {
+                held(id).map(|t| t.original_key.as_str())
+            });
         self.txns.insert(txn.id, Box::new(txn));
     }
 
@@ -242,16 +299,10 @@ impl State {
             self.active_holds.remove(&(expires, id));
         }
         if let Some(orphan) = &txn.orphan_of {
-            if self.orphan_reversals.get(orphan) == Some(id) {
-                self.orphan_reversals.remove(orphan);
-            }
+            self.orphan_reversals.remove(orphan, id);
         }
-        if self.txn_by_key.get(&txn.key) == Some(id) {
-            self.txn_by_key.remove(&txn.key);
-        }
-        if self.txn_by_original_key.get(&txn.original_key) == Some(id) {
-            self.txn_by_original_key.remove(&txn.original_key);
-        }
+        self.txn_by_key.remove(&txn.key, id);
+        self.txn_by_original_key.remove(&txn.original_key, id);
         Some(txn)
     }
 }
@@ -580,6 +631,23 @@ fn put_counters(batch: &mut WriteBatch, next_txn: u64, next_journal: u64) {
 #[cfg(test)]
 mod tests {
     use super::{ShardedIndex, State};
+    use crate::model::Txn;
+    use std::collections::HashMap;
+
+    /// Transactions with the given idempotency keys, ids from 1.
+    fn txns(keys: &[&str]) -> Vec<Txn> {
+        keys.iter()
+            .zip(1u64..)
+            .map(|(key, id)| {
+                let mut txn = crate::engine::record::tests::txn();
+                txn.id = id;
+                txn.key = key.to_string();
+                txn.original_key = format!("original of {key}");
+                txn.orphan_of = None;
+                txn
+            })
+            .collect()
+    }
 
     #[test]
     fn a_lookup_believes_the_index_only_when_the_transaction_has_the_key() {
@@ -597,38 +665,89 @@ mod tests {
             Some(id)
         );
         assert_eq!(state.orphan_reversal(&orphan_of), Some(id));
-        // Keys whose digests collide with the transaction's (as if): the
-        // index names it, and the lookups see it is not theirs.
-        state.txn_by_key.insert("other key", id);
-        state.txn_by_original_key.insert("other original", id);
-        state.orphan_reversals.insert("other orphan", id);
+        // Other keys' slots naming the transaction (as a stale or colliding
+        // slot would): the lookups see the transaction holds another key.
+        let anyone = |_| Some("a key nobody looks up");
+        state.txn_by_key.insert("other key", id, anyone);
+        state
+            .txn_by_original_key
+            .insert("other original", id, anyone);
+        state.orphan_reversals.insert("other orphan", id, anyone);
         assert!(state.txn_by_key("other key").is_none());
         assert!(state.txn_by_original_key("other original").is_none());
         assert_eq!(state.orphan_reversal("other orphan"), None);
         assert!(state.unindex_txn(id).is_some());
         assert!(state.txn_by_key(&key).is_none());
-        assert_eq!(state.txn_by_key.get(&key), None);
+        assert!(state.txn_by_original_key(&original_key).is_none());
+        assert_eq!(state.orphan_reversal(&orphan_of), None);
+    }
+
+    #[test]
+    fn keys_that_share_a_digest_are_all_found() {
+        let mut state = State::default();
+        state.txn_by_key.collide = true;
+        state.txn_by_original_key.collide = true;
+        let all = txns(&["k1", "k2", "k3"]);
+        for txn in all.clone() {
+            state.index_txn(txn);
+        }
+        for txn in &all {
+            assert_eq!(state.txn_by_key(&txn.key).map(|t| t.id), Some(txn.id));
+            assert_eq!(
+                state.txn_by_original_key(&txn.original_key).map(|t| t.id),
+                Some(txn.id)
+            );
+        }
+        assert!(state.txn_by_key("k4").is_none());
+        assert_eq!(state.txn_by_key.len(), 3);
+        // The slot's holder goes; the others stay found, and a new key takes the slot.
+        assert!(state.unindex_txn(1).is_some());
+        assert!(state.txn_by_key("k1").is_none());
+        assert_eq!(state.txn_by_key("k2").map(|t| t.id), Some(2));
+        assert_eq!(state.txn_by_key("k3").map(|t| t.id), Some(3));
+        let mut k5 = txns(&["k5"]).remove(0);
+        k5.id = 5;
+        state.index_txn(k5);
+        assert_eq!(state.txn_by_key("k5").map(|t| t.id), Some(5));
+        assert_eq!(state.txn_by_key("k2").map(|t| t.id), Some(2));
+        // An overflowed key goes too, and an undo puts a transaction back.
+        let two = state.unindex_txn(2).expect("k2");
+        assert!(state.txn_by_key("k2").is_none());
+        assert_eq!(state.txn_by_key("k3").map(|t| t.id), Some(3));
+        state.index_txn(two);
+        assert_eq!(state.txn_by_key("k2").map(|t| t.id), Some(2));
+        assert_eq!(state.txn_by_key.len(), 3);
     }
 
     #[test]
     fn the_sharded_index_behaves_as_one_map() {
         let mut index = ShardedIndex::default();
+        let mut holders: HashMap<u64, String> = HashMap::new();
         assert!(index.is_empty());
         for i in 0..1000u64 {
-            assert_eq!(index.insert(&format!("k{i}"), i), None);
+            let key = format!("k{i}");
+            index.insert(&key, i, |id| holders.get(&id).map(String::as_str));
+            holders.insert(i, key);
         }
+        let holder = |id: u64| holders.get(&id).map(String::as_str);
         assert_eq!(index.len(), 1000);
-        assert_eq!(index.insert("k7", 70), Some(7));
-        index.insert_if_absent("k8", 80);
-        index.insert_if_absent("new", 5);
-        assert_eq!(index.get("k7"), Some(70));
-        assert_eq!(index.get("k8"), Some(8));
-        assert_eq!(index.get("new"), Some(5));
+        assert_eq!(index.get("k7", holder), Some(7));
+        index.insert_if_absent("k8", 80, holder);
+        assert_eq!(index.get("k8", holder), Some(8));
+        index.insert_if_absent("new", 1000, |id| holders.get(&id).map(String::as_str));
+        holders.insert(1000, "new".into());
+        let holder = |id: u64| holders.get(&id).map(String::as_str);
+        assert_eq!(index.get("new", holder), Some(1000));
         assert_eq!(index.len(), 1001);
-        assert_eq!(index.get("k1000"), None);
-        assert_eq!(index.remove("k9"), Some(9));
-        assert_eq!(index.remove("k9"), None);
-        assert_eq!(index.get("k9"), None);
+        assert_eq!(index.get("k1000", holder), None);
+        index.remove("k9", 8);
+        assert_eq!(
+            index.get("k9", holder),
+            Some(9),
+            "only the id it names goes"
+        );
+        index.remove("k9", 9);
+        assert_eq!(index.get("k9", holder), None);
         assert_eq!(index.len(), 1000);
     }
 }

@@ -31,6 +31,20 @@ pub(crate) fn bit(n: usize) -> u128 {
     1u128 << (MAX_FIELD - n)
 }
 
+/// The presence bits of `fields` (numbers 2..=128; others are left out),
+/// for [`Message::retain`].
+pub const fn field_mask(fields: &[usize]) -> u128 {
+    let mut mask = 0;
+    let mut i = 0;
+    while i < fields.len() {
+        if fields[i] >= 2 && fields[i] <= MAX_FIELD {
+            mask |= 1u128 << (MAX_FIELD - fields[i]);
+        }
+        i += 1;
+    }
+    mask
+}
+
 impl Message {
     /// Creates an empty message with the given MTI (ASCII digits, e.g. `*b"0100"`).
     pub fn new(mti: [u8; 4]) -> Message {
@@ -114,6 +128,14 @@ impl Message {
             self.values.remove(i);
             self.present &= !bit(n);
         }
+    }
+
+    /// Keeps only the fields in `mask` (see [`field_mask`]), in one pass.
+    pub fn retain(&mut self, mask: u128) {
+        let mut numbers = FieldNumbers(self.present);
+        self.values
+            .retain(|_| numbers.next().is_some_and(|n| mask & bit(n) != 0));
+        self.present &= mask;
     }
 
     /// Whether field `n` is present.

@@ -13,7 +13,7 @@ use std::fmt;
 use bytes::{Bytes, BytesMut};
 
 pub use error::{DecodeError, DecodeErrorKind, EncodeError, EncodeErrorKind};
-pub use message::Message;
+pub use message::{field_mask, Message};
 pub use spec::{
     is_sensitive, BitmapEncoding, ContentType, DataEncoding, FieldKind, FieldSpec, MtiEncoding,
     NibblePad, Padding, PrefixEncoding, SpecError, TlvLocation, MAX_FIELD, SENSITIVE_FIELDS,

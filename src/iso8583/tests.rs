@@ -416,3 +416,30 @@ fn tlv_locations_default_explicit_and_checked() {
         "fields":[{"number":2,"kind":"llvar","length":19,"content":"n"}]}"#;
     assert!(Spec::from_json(no48).is_ok());
 }
+
+#[test]
+fn retain_keeps_exactly_the_masked_fields_with_their_values() {
+    let mut m = Message::new(*b"0100");
+    for n in [2usize, 3, 4, 11, 14, 35, 39, 52, 64, 90, 128] {
+        m.set(n, Bytes::from(format!("v{n}")));
+    }
+    let mask = field_mask(&[3, 11, 39, 90, 100, 1, 129]);
+    m.retain(mask);
+    let kept: Vec<(usize, Bytes)> = m.fields().map(|(n, v)| (n, v.clone())).collect();
+    assert_eq!(
+        kept,
+        vec![
+            (3, Bytes::from("v3")),
+            (11, Bytes::from("v11")),
+            (39, Bytes::from("v39")),
+            (90, Bytes::from("v90")),
+        ]
+    );
+    assert_eq!(m.get(39), Some(&b"v39"[..]));
+    assert!(!m.has(100) && !m.has(2) && !m.has(128));
+    m.set(38, Bytes::from("A1"));
+    assert_eq!(
+        m.fields().map(|(n, _)| n).collect::<Vec<_>>(),
+        vec![3, 11, 38, 39, 90]
+    );
+}

@@ -54,8 +54,9 @@ pub struct SimArgs {
     /// Run the bare echo server (the baseline) on this address instead.
     #[arg(long, value_name = "ADDR")]
     pub echo_server: Option<String>,
-    /// With --echo-server: append every request to this file and answer only
-    /// once an fdatasync covers it (group commit, no decision, no store).
+    /// With --echo-server: append as many bytes as every request (zeros) to
+    /// this file and answer only once an fdatasync covers them (group commit,
+    /// no decision, no store).
     #[arg(long, value_name = "FILE", requires = "echo_server")]
     pub echo_log: Option<PathBuf>,
 }

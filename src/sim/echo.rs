@@ -3,8 +3,9 @@
 //! fields the engine echoes, without touching a store. One thread
 //! (current-thread tokio), batched reads and writes.
 //!
-//! The durable variant ([`EchoServer::start_durable`]) appends every request
-//! to a log file and answers only once an `fdatasync` covers it, with group
+//! The durable variant ([`EchoServer::start_durable`]) appends as many bytes
+//! as every request (zeros: no card data on disk) to a log file and answers
+//! only once an `fdatasync` covers them, with group
 //! commit across connections and the next group written while one syncs, as
 //! the engine does: what durability costs on this disk with no decision, no
 //! state and no store behind it.
@@ -59,9 +60,14 @@ enum Socket {
     Durable {
         read: OwnedReadHalf,
         log: Arc<SyncLog>,
-        to_writer: mpsc::UnboundedSender<(oneshot::Receiver<()>, BytesMut)>,
+        to_writer: mpsc::Sender<(oneshot::Receiver<()>, BytesMut)>,
     },
 }
+
+/// Reads whose answers may wait for the log at once on a connection;
+/// beyond, the connection stops reading (as the bare echo stops while its
+/// write waits).
+const ANSWERS_WAITING: usize = 64;
 
 async fn connection(
     socket: TcpStream,
@@ -74,7 +80,7 @@ async fn connection(
         None => Socket::Whole(socket),
         Some(log) => {
             let (read, write) = socket.into_split();
-            let (to_writer, from_reader) = mpsc::unbounded_channel();
+            let (to_writer, from_reader) = mpsc::channel(ANSWERS_WAITING);
             tokio::spawn(answer_when_durable(write, from_reader));
             Socket::Durable {
                 read,
@@ -108,7 +114,9 @@ async fn connection(
                         continue;
                     };
                     if matches!(socket, Socket::Durable { .. }) {
-                        logged.extend_from_slice(&frame);
+                        // As many bytes as the request, but not its card
+                        // data: the disk does the same work.
+                        logged.resize(logged.len() + frame.len(), 0);
                     }
                     body.clear();
                     if spec.encode(&answer(request, approval), &mut body).is_ok() {
@@ -126,7 +134,7 @@ async fn connection(
             Socket::Whole(whole) => whole.write_all(&out).await.is_ok(),
             Socket::Durable { log, to_writer, .. } => {
                 let durable = log.append(&logged);
-                to_writer.send((durable, out.split())).is_ok()
+                to_writer.send((durable, out.split())).await.is_ok()
             }
         };
         if !sent {
@@ -139,7 +147,7 @@ async fn connection(
 /// in order, and together with the later ones already durable.
 async fn answer_when_durable(
     mut write: OwnedWriteHalf,
-    mut from_reader: mpsc::UnboundedReceiver<(oneshot::Receiver<()>, BytesMut)>,
+    mut from_reader: mpsc::Receiver<(oneshot::Receiver<()>, BytesMut)>,
 ) {
     let mut out = BytesMut::with_capacity(64 * 1024);
     let mut next = None;
@@ -206,10 +214,14 @@ impl SyncLog {
                 while let Some(waiters) = shared.take(&mut bytes) {
                     let written = file.write_all(&bytes).and_then(|()| file.sync_data());
                     if let Err(e) = written {
-                        // Nobody is answered: the connections see their
-                        // waits fail and close.
+                        // Nobody is answered: every connection waiting, in
+                        // this group or appended since, sees its wait fail
+                        // and closes.
                         eprintln!("echo server: the log failed: {e}");
-                        shared.lock().stopped = true;
+                        let mut pending = shared.lock();
+                        pending.stopped = true;
+                        pending.waiters.clear();
+                        pending.bytes.clear();
                         return;
                     }
                     for waiter in waiters {
@@ -297,8 +309,8 @@ impl EchoServer {
         EchoServer::run(addr, spec, header, None)
     }
 
-    /// Like [`EchoServer::start`], but every request is appended to the file
-    /// `log` and answered once an `fdatasync` covers it.
+    /// Like [`EchoServer::start`], but every request is answered once an
+    /// `fdatasync` covers as many bytes appended to the file `log`.
     pub fn start_durable(
         addr: &str,
         spec: Spec,
@@ -307,7 +319,9 @@ impl EchoServer {
     ) -> Result<EchoServer, SimError> {
         let log =
             SyncLog::start(log).map_err(|e| format!("echo server: log {}: {e}", log.display()))?;
-        EchoServer::run(addr, spec, header, Some(log))
+        let stopper = log.0.clone();
+        // Not serving: the sync thread must not wait for appends forever.
+        EchoServer::run(addr, spec, header, Some(log)).inspect_err(|_| stopper.stop())
     }
 
     fn run(
