@@ -637,8 +637,7 @@ impl<S: Store> Engine<S> {
         reversal: Option<u64>,
         now: u64,
     ) -> Txn {
-        let card = self.card_for(request);
-        let mut txn = self.new_txn(changes, request, card.as_ref(), now);
+        let mut txn = self.open_txn(changes, request, now);
         txn.original = reversal;
         if request.advice {
             self.approve(&mut txn);
@@ -656,8 +655,20 @@ impl<S: Store> Engine<S> {
         card: Option<&Card>,
         now: u64,
     ) -> Txn {
+        let id = changes.next_txn_id(&mut self.state);
+        self.txn_record(id, request, card, now)
+    }
+
+    /// A new transaction record for a request, with the card of its PAN.
+    fn open_txn(&mut self, changes: &mut Changes, request: &AuthRequest, now: u64) -> Txn {
+        let id = changes.next_txn_id(&mut self.state);
+        self.txn_record(id, request, self.card_of(request), now)
+    }
+
+    /// The record [`Engine::new_txn`] opens, under an id already taken.
+    fn txn_record(&self, id: u64, request: &AuthRequest, card: Option<&Card>, now: u64) -> Txn {
         Txn {
-            id: changes.next_txn_id(&mut self.state),
+            id,
             key: request.idempotency_key(),
             original_key: request.original_key(),
             mti: String::from_utf8_lossy(&request.mti).into_owned(),
@@ -687,9 +698,14 @@ impl<S: Store> Engine<S> {
     }
 
     fn card_for(&self, request: &AuthRequest) -> Option<Card> {
+        self.card_of(request).cloned()
+    }
+
+    /// The card of a request's PAN, borrowed.
+    fn card_of(&self, request: &AuthRequest) -> Option<&Card> {
         let hash = request.pan_hash?;
         let id = self.state.card_by_pan.get(&hash)?;
-        self.state.cards.get(id).cloned()
+        self.state.cards.get(id)
     }
 
     /// The legs a card spends from, by its program's funding model.
@@ -807,24 +823,35 @@ impl<S: Store> Engine<S> {
         spend: Operation,
         now: u64,
     ) -> Result<(Txn, ledger::Kind, Decimal, Vec<Leg>), Txn> {
-        let card = self.card_for(request);
-        let txn = self.new_txn(changes, request, card.as_ref(), now);
+        let id = changes.next_txn_id(&mut self.state);
         let kind = ledger::kind_of(request);
         let operation = match kind {
             ledger::Kind::Spend => spend,
             ledger::Kind::Credit => Operation::Credit,
             ledger::Kind::Inquiry => Operation::Inquiry,
             ledger::Kind::Unsupported => {
-                return Err(self.finish_declined(changes, txn, Outcome::InvalidTransaction))
+                let txn = self.txn_record(id, request, self.card_of(request), now);
+                return Err(self.finish_declined(changes, txn, Outcome::InvalidTransaction));
             }
         };
-        let (decision, legs, pin_tries) = self.decide(card.as_ref(), request, operation, now);
-        if let (Some(after), Some(mut card)) = (pin_tries, card) {
-            // Durable with the batch even when the request is declined.
-            card.pin_tries = after.tries;
-            if after.lock.is_some() {
-                card.lock = after.lock;
+        // The card is borrowed, not copied: only a change of its PIN tries
+        // needs a card of its own.
+        let card = self.card_of(request);
+        let txn = self.txn_record(id, request, card, now);
+        let (decision, legs, pin_tries) = self.decide(card, request, operation, now);
+        let tried = match (pin_tries, card) {
+            (Some(after), Some(card)) => {
+                let mut card = card.clone();
+                card.pin_tries = after.tries;
+                if after.lock.is_some() {
+                    card.lock = after.lock;
+                }
+                Some(card)
             }
+            _ => None,
+        };
+        if let Some(card) = tried {
+            // Durable with the batch even when the request is declined.
             self.put_card(changes, card);
         }
         match decision {
@@ -868,8 +895,7 @@ impl<S: Store> Engine<S> {
             || ledger::kind_of(request) != ledger::Kind::Spend
         {
             // The network declined, or we already approved this one, or nothing to post: acknowledge.
-            let card = self.card_for(request);
-            let mut txn = self.new_txn(changes, request, card.as_ref(), now);
+            let mut txn = self.open_txn(changes, request, now);
             txn.original = ours;
             self.approve(&mut txn);
             return self.finish(changes, txn);
@@ -954,8 +980,7 @@ impl<S: Store> Engine<S> {
     /// 0220: post the hold of the original authorization with the completion's
     /// amount; without an open hold to post, charge directly (the network cleared it).
     fn completion(&mut self, changes: &mut Changes, request: &AuthRequest, now: u64) -> Txn {
-        let card = self.card_for(request);
-        let mut txn = self.new_txn(changes, request, card.as_ref(), now);
+        let mut txn = self.open_txn(changes, request, now);
         let kind = ledger::kind_of(request);
         if kind == ledger::Kind::Inquiry || kind == ledger::Kind::Unsupported {
             self.approve(&mut txn);
@@ -964,7 +989,8 @@ impl<S: Store> Engine<S> {
         let original = self
             .find_original(request, &[b"100", b"120"])
             .map(|found| self.money_owner(found).clone());
-        let (decision, legs, _) = self.decide(card.as_ref(), request, Operation::Forced, now);
+        let (decision, legs, _) =
+            self.decide(self.card_of(request), request, Operation::Forced, now);
         let amount = match (decision, &original) {
             (Decision::Approve { amount }, _) => amount,
             // Settled in a currency we cannot convert: post the authorization's
@@ -1084,8 +1110,7 @@ impl<S: Store> Engine<S> {
     /// target. An unknown original is acknowledged, moves nothing, and is
     /// remembered so that the original, if it arrives late, is not approved.
     fn reversal(&mut self, changes: &mut Changes, request: &AuthRequest, now: u64) -> Txn {
-        let card = self.card_for(request);
-        let mut txn = self.new_txn(changes, request, card.as_ref(), now);
+        let mut txn = self.open_txn(changes, request, now);
         self.approve(&mut txn);
         let Some(found) = self.find_original(request, &[b"100", b"200", b"120", b"220"]) else {
             txn.orphan_of = Some(match &request.original {
