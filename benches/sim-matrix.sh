@@ -80,6 +80,15 @@ print(f'{sys.argv[1]:<28} {r["throughput_per_s"]:>9.0f}/s  p50 {r["p50_us"]/1000
 PY
 }
 
+# echo_run LABEL ADDR REPORT: one protocol-only run of the current load
+# against an echo server, its report in REPORT.
+echo_run() {
+  "$bin" sim --iso "$2" --protocol-only --duration "$duration" \
+    --connections "$connections" --inflight "$inflight" --rate "$rate" \
+    --json "$3" >/dev/null 2>&1
+  summary "$1 $name run $run" "$3"
+}
+
 for load in "${loads[@]}"; do
   shape=${load%@*}
   rate=0
@@ -109,20 +118,12 @@ for load in "${loads[@]}"; do
     engine_runs+=("$report")
     summary "engine $name run $run" "$report"
     if [ "${ECHO:-1}" != 0 ]; then
-      report="$out/rep-echo-$name-run$run.json"
-      "$bin" sim --iso "$echo_addr" --protocol-only --duration "$duration" \
-        --connections "$connections" --inflight "$inflight" --rate "$rate" \
-        --json "$report" >/dev/null 2>&1
-      echo_runs+=("$report")
-      summary "echo $name run $run" "$report"
+      echo_runs+=("$out/rep-echo-$name-run$run.json")
+      echo_run echo "$echo_addr" "${echo_runs[-1]}"
     fi
     if [ "${DURABLE_ECHO:-0}" != 0 ]; then
-      report="$out/rep-decho-$name-run$run.json"
-      "$bin" sim --iso "$durable_addr" --protocol-only --duration "$duration" \
-        --connections "$connections" --inflight "$inflight" --rate "$rate" \
-        --json "$report" >/dev/null 2>&1
-      durable_runs+=("$report")
-      summary "durable echo $name run $run" "$report"
+      durable_runs+=("$out/rep-decho-$name-run$run.json")
+      echo_run "durable echo" "$durable_addr" "${durable_runs[-1]}"
     fi
   done
   key=throughput_per_s

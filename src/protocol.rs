@@ -783,12 +783,12 @@ pub fn build_response(request: &Message, response: &AuthResponse, profile: Profi
 /// Turns `request` into its response carrying `response`: the echoed fields
 /// stay where they are (neither copied nor reference-counted again), the
 /// others go.
-pub fn into_response(mut request: Message, response: &AuthResponse, profile: Profile) -> Message {
+pub fn into_response(request: Message, response: &AuthResponse, profile: Profile) -> Message {
     const ECHOED: u128 = crate::iso8583::field_mask(ECHO_FIELDS);
     let mti = request.mti();
-    request.set_mti(response_mti(mti));
-    request.retain(ECHOED);
     let mut out = request;
+    out.set_mti(response_mti(mti));
+    out.retain(ECHOED);
     if let Some(code) = &response.approval_code {
         out.set(38, Bytes::copy_from_slice(code.as_bytes()));
     }

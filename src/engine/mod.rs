@@ -647,25 +647,14 @@ impl<S: Store> Engine<S> {
         txn
     }
 
-    /// A new transaction record for a request, declined as invalid until decided.
-    fn new_txn(
-        &mut self,
-        changes: &mut Changes,
-        request: &AuthRequest,
-        card: Option<&Card>,
-        now: u64,
-    ) -> Txn {
-        let id = changes.next_txn_id(&mut self.state);
-        self.txn_record(id, request, card, now)
-    }
-
-    /// A new transaction record for a request, with the card of its PAN.
+    /// A new transaction record for a request, with the card of its PAN,
+    /// declined as invalid until decided.
     fn open_txn(&mut self, changes: &mut Changes, request: &AuthRequest, now: u64) -> Txn {
         let id = changes.next_txn_id(&mut self.state);
         self.txn_record(id, request, self.card_of(request), now)
     }
 
-    /// The record [`Engine::new_txn`] opens, under an id already taken.
+    /// The record [`Engine::open_txn`] opens, under an id already taken.
     fn txn_record(&self, id: u64, request: &AuthRequest, card: Option<&Card>, now: u64) -> Txn {
         Txn {
             id,
@@ -1060,8 +1049,8 @@ impl<S: Store> Engine<S> {
     /// irreversible lock (1, 2, 5, 8) is never lifted nor replaced by another
     /// reason: refused. The card change commits with the batch, before the answer.
     fn file_update(&mut self, changes: &mut Changes, request: &AuthRequest, now: u64) -> Txn {
+        let txn = self.open_txn(changes, request, now);
         let card = self.card_for(request);
-        let txn = self.new_txn(changes, request, card.as_ref(), now);
         let Some(mut card) = card else {
             return self.finish_declined(changes, txn, Outcome::UnknownCard);
         };
