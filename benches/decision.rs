@@ -5,14 +5,14 @@
 //! `cargo bench --bench decision`
 
 use antaca::authz::{decide, Operation, Request};
+use antaca::domain::model::{Balance, BalanceOwner, Card, CardState, CardType};
+use antaca::domain::money::Currency;
 use antaca::engine::state::Changes;
 use antaca::engine::{Engine, EngineConfig};
 use antaca::iso8583::Message;
-use antaca::model::{Balance, BalanceOwner, Card, CardState, CardType};
-use antaca::money::Currency;
-use antaca::portfolio::{self, Portfolio};
+use antaca::manage::portfolio::{self, Portfolio};
 use antaca::protocol::{self, Profile};
-use antaca::secrets::CardSecrets;
+use antaca::security::secrets::CardSecrets;
 use antaca::store::{SledStore, Store};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use rust_decimal::Decimal;
@@ -69,7 +69,7 @@ fn bench_decide(c: &mut Criterion) {
 fn luhn_complete(base: &str) -> String {
     (0..10)
         .map(|d| format!("{base}{d}"))
-        .find(|p| antaca::secrets::luhn_valid(p.as_bytes()))
+        .find(|p| antaca::security::secrets::luhn_valid(p.as_bytes()))
         .unwrap_or_default()
 }
 

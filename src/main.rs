@@ -5,8 +5,8 @@ use antaca::app::config::{Config, LogFormat};
 use antaca::app::{self, BoxError};
 use antaca::ca::Ca;
 use antaca::engine::{now_ms, EngineConfig};
-use antaca::framing::LengthHeader;
-use antaca::portfolio::{self, Portfolio};
+use antaca::manage::portfolio::{self, Portfolio};
+use antaca::net::framing::LengthHeader;
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -51,7 +51,7 @@ enum Commands {
     #[command(subcommand)]
     Ca(CaCommand),
     /// Load simulator: drive a running engine (or run the echo baseline, or plot a report).
-    Sim(antaca::sim::cli::SimArgs),
+    Sim(antaca_sim::cli::SimArgs),
     /// Check a stopped store offline: journal, balances, holds, transactions, cards (exit 1 on a violation, 2 if it cannot be opened).
     Verify {
         /// Data directory.
@@ -349,7 +349,7 @@ fn main() -> ExitCode {
         Commands::Admin(AdminCommand::Add { data, login, role }) => add_admin(&data, &login, role),
         Commands::Import { data, file } => import(&data, &file),
         Commands::Ca(command) => ca(command),
-        Commands::Sim(args) => antaca::sim::cli::main(args),
+        Commands::Sim(args) => antaca_sim::cli::main(args),
         Commands::Verify { data } => return verify(&data),
     };
     match result {
@@ -363,7 +363,7 @@ fn main() -> ExitCode {
 
 /// Prints the verify report of the store in `data`: exit 0 when consistent, 1 when not, 2 when it cannot be opened.
 fn verify(data: &Path) -> ExitCode {
-    match antaca::verify::verify_dir(data) {
+    match antaca::tools::verify::verify_dir(data) {
         Ok(report) => {
             print!("{report}");
             if report.is_clean() {
@@ -473,7 +473,7 @@ fn import(data: &Path, file: &Path) -> Result<(), BoxError> {
 fn send(args: SendArgs) -> Result<(), BoxError> {
     let spec = antaca::iso8583::Spec::load(&args.spec)
         .map_err(|e| format!("spec {:?}: {e}", args.spec))?;
-    let currency = antaca::money::Currency::from_alpha(&args.currency)
+    let currency = antaca::domain::money::Currency::from_alpha(&args.currency)
         .ok_or_else(|| format!("unknown currency {:?}", args.currency))?;
     let amount = currency
         .parse_amount(&args.amount)
@@ -488,7 +488,7 @@ fn send(args: SendArgs) -> Result<(), BoxError> {
         .stan
         .unwrap_or_else(|| rand::random::<u32>() % 1_000_000);
     let secs = now_ms() / 1000;
-    let date = antaca::calendar::date_of_ms(secs * 1000);
+    let date = antaca::domain::calendar::date_of_ms(secs * 1000);
     let time = secs % 86_400;
     let hhmmss = format!("{:02}{:02}{:02}", time / 3600, (time / 60) % 60, time % 60);
     let mut message = antaca::iso8583::Message::new(mti);
@@ -508,15 +508,15 @@ fn send(args: SendArgs) -> Result<(), BoxError> {
     if let Some(original) = &args.original {
         message.set(90, original.clone());
     }
-    println!("request:\n{}", antaca::client::describe(&message));
-    let response = antaca::client::send(
+    println!("request:\n{}", antaca::tools::send::describe(&message));
+    let response = antaca::tools::send::send(
         &args.iso,
         &spec,
         args.length_header,
         &message,
         Duration::from_secs(10),
     )?;
-    println!("response:\n{}", antaca::client::describe(&response));
+    println!("response:\n{}", antaca::tools::send::describe(&response));
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 //! trusted identity token checks, and the `antaca ca` commands.
 
 use antaca::ca::{Ca, CaError, IssuedCert, PartnerIdentity};
-use antaca::trusted_identity::{self, IdentityError, JtiCache};
+use antaca::http::trusted_identity::{self, IdentityError, JtiCache};
 use bytes::Bytes;
 use http_body_util::Full;
 use josekit::jwk::alg::rsa::RsaKeyPair;

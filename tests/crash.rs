@@ -24,10 +24,10 @@
 mod common;
 
 use antaca::authz::Dialect;
+use antaca::domain::model::Txn;
 use antaca::iso8583::{Message, Spec};
-use antaca::model::Txn;
 use antaca::protocol::{self, Profile};
-use antaca::secrets::CardSecrets;
+use antaca::security::secrets::CardSecrets;
 use antaca::store::{keys, SledStore, Store};
 use bytes::{Bytes, BytesMut};
 use common::{field, fixture, original_data, pan, request, Decimal};
@@ -227,7 +227,7 @@ fn snapshot(dir: &Path) -> Snapshot {
         .expect("scan")
         .into_iter()
         .map(|(k, v)| {
-            let b: antaca::model::Balance =
+            let b: antaca::domain::model::Balance =
                 antaca::engine::record::decode(&k, &v).expect("balance");
             (b.id, (b.available, b.held))
         })

@@ -7,9 +7,9 @@ use antaca::authz::Outcome;
 use antaca::engine::state::{Changes, State};
 use antaca::engine::{Engine, EngineConfig};
 use antaca::iso8583::Message;
-use antaca::portfolio::{self, Portfolio};
+use antaca::manage::portfolio::{self, Portfolio};
 use antaca::protocol::{self, AuthRequest, Profile};
-use antaca::secrets::CardSecrets;
+use antaca::security::secrets::CardSecrets;
 use antaca::store::{keys, MemoryStore, Store};
 use common::{fixture, pan, request};
 use rust_decimal::Decimal;
@@ -190,7 +190,7 @@ async fn a_failing_disk_answers_system_malfunction_and_changes_nothing() {
         .get(&keys::key(keys::BALANCE, "b-ok"))
         .expect("get")
         .expect("balance");
-    let balance: antaca::model::Balance =
+    let balance: antaca::domain::model::Balance =
         antaca::engine::record::decode(b"b/b-ok", &stored).expect("balance");
     assert_eq!(balance.available, "1000.00".parse::<Decimal>().expect("d"));
     assert!(
@@ -214,7 +214,7 @@ async fn a_failing_disk_answers_system_malfunction_and_changes_nothing() {
         .get(&keys::key(keys::BALANCE, "b-ok"))
         .expect("get")
         .expect("balance");
-    let balance: antaca::model::Balance =
+    let balance: antaca::domain::model::Balance =
         antaca::engine::record::decode(b"b/b-ok", &stored).expect("balance");
     assert_eq!(balance.available, "990.00".parse::<Decimal>().expect("d"));
 }
@@ -249,15 +249,17 @@ fn every_journal_entry_balances_and_balances_are_their_journal() {
     // Re-project every balance from the stored journal.
     let mut projected: std::collections::HashMap<String, (Decimal, Decimal)> = Default::default();
     for (k, v) in store.scan_prefix(keys::JOURNAL).expect("scan") {
-        let entry: antaca::model::JournalEntry =
+        let entry: antaca::domain::model::JournalEntry =
             antaca::engine::record::decode(&k, &v).expect("entry");
         assert!(entry.balances(), "entry {} does not balance", entry.seq);
         for p in entry.postings {
             match p.account {
-                antaca::model::Account::Available(b) => {
+                antaca::domain::model::Account::Available(b) => {
                     projected.entry(b).or_default().0 += p.amount
                 }
-                antaca::model::Account::Held(b) => projected.entry(b).or_default().1 += p.amount,
+                antaca::domain::model::Account::Held(b) => {
+                    projected.entry(b).or_default().1 += p.amount
+                }
                 _ => {}
             }
         }
@@ -380,7 +382,7 @@ fn a_partner_balance_crossing_its_low_level_queues_one_notification() {
     assert_eq!(
         engine
             .state()
-            .records_under::<antaca::model::Notification>("outbox/")
+            .records_under::<antaca::domain::model::Notification>("outbox/")
             .count(),
         0
     );
@@ -398,7 +400,7 @@ fn a_partner_balance_crossing_its_low_level_queues_one_notification() {
     assert_eq!(outcome, Outcome::Approved);
     let queued: Vec<_> = engine
         .state()
-        .records_under::<antaca::model::Notification>("outbox/")
+        .records_under::<antaca::domain::model::Notification>("outbox/")
         .collect();
     assert_eq!(
         queued.len(),

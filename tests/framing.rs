@@ -1,6 +1,6 @@
 //! Length-header framing: both headers, split reads, oversize, many frames per buffer.
 
-use antaca::framing::{encode_frame, FrameCodec, FrameError, LengthHeader};
+use antaca::net::framing::{encode_frame, FrameCodec, FrameError, LengthHeader};
 use bytes::{Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 

@@ -652,7 +652,7 @@ fn partner_balances_and_the_summary() {
         let mut users = rust_decimal::Decimal::ZERO;
         let mut wallet = rust_decimal::Decimal::ZERO;
         for b in state.balances.values().filter(|b| b.currency == "EUR") {
-            if matches!(b.owner, antaca::model::BalanceOwner::User(_)) {
+            if matches!(b.owner, antaca::domain::model::BalanceOwner::User(_)) {
                 users += b.ledger();
             }
             wallet += b.ledger();

@@ -436,7 +436,7 @@ fn automatic_kyc_goes_to_the_provider_and_its_signed_callback_decides() {
         .expect("rt");
     let stub = runtime.block_on(support::ProviderStub::start("provider-key"));
     let secret = b"shared callback secret".to_vec();
-    let config = antaca::kyc_provider::ProviderConfig {
+    let config = antaca::integrations::kyc_provider::ProviderConfig {
         url: stub.url(),
         api_key: "provider-key".into(),
         callback_secret: secret.clone(),
@@ -485,7 +485,8 @@ fn automatic_kyc_goes_to_the_provider_and_its_signed_callback_decides() {
     // A forged callback is refused; the signed one decides.
     let body = json!({"reference": reference, "decision": "approved"}).to_string();
     let now = antaca::engine::now_ms() / 1000;
-    let forged = antaca::kyc_provider::sign_callback(b"wrong secret", now, body.as_bytes());
+    let forged =
+        antaca::integrations::kyc_provider::sign_callback(b"wrong secret", now, body.as_bytes());
     let ts = now.to_string();
     let refused = http(
         server.http(),
@@ -498,7 +499,8 @@ fn automatic_kyc_goes_to_the_provider_and_its_signed_callback_decides() {
         (refused.status, refused.code()),
         (401, "INVALID_SIGNATURE".to_string())
     );
-    let signature = antaca::kyc_provider::sign_callback(&secret, now, body.as_bytes());
+    let signature =
+        antaca::integrations::kyc_provider::sign_callback(&secret, now, body.as_bytes());
     let decided = http(
         server.http(),
         "POST",

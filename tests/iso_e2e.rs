@@ -556,7 +556,7 @@ fn ascii_length_header_is_an_option() {
         portfolio: Some(fixture("test-portfolio.json")),
         ..Default::default()
     };
-    options.iso.header = antaca::framing::LengthHeader::Ascii4;
+    options.iso.header = antaca::net::framing::LengthHeader::Ascii4;
     let running = antaca::app::start(options).expect("start");
     let spec = antaca::iso8583::Spec::load("iso87ascii").expect("spec");
     let mut body = bytes::BytesMut::new();

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use aes_gcm::aead::{Aead, Payload};
 use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
-use antaca::jwe::{
+use antaca::http::jwe::{
     encrypt_response, open_request, parse_headers, seal_response, ClientKey, Encryption, JweError,
     JweRequest, ServerKeys,
 };

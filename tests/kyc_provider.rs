@@ -3,7 +3,7 @@
 
 mod support;
 
-use antaca::kyc_provider::{
+use antaca::integrations::kyc_provider::{
     self, sign_callback, verify_callback, CallbackError, KycDecision, ProviderConfig,
     ProviderError, Submission,
 };

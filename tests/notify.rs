@@ -5,12 +5,12 @@
 mod common;
 mod support;
 
+use antaca::domain::model::Notification;
 use antaca::engine::{Engine, EngineHandle};
-use antaca::model::Notification;
-use antaca::notify::{self, deliver_due, SmtpConfig};
-use antaca::portfolio::{self, Portfolio};
+use antaca::integrations::notify::{self, deliver_due, SmtpConfig};
+use antaca::manage::portfolio::{self, Portfolio};
 use antaca::protocol::{self, Profile};
-use antaca::secrets::CardSecrets;
+use antaca::security::secrets::CardSecrets;
 use antaca::store::MemoryStore;
 use common::{fixture, pan, request};
 use rust_decimal::Decimal;

@@ -161,7 +161,7 @@ fn derived_cvv2_follows_the_card_generation() {
     let ok_pan = pan("ok");
     let expiry = server.card("ok").expiry;
     server.change_card("ok", |card| card.cvv_generation = Some(5));
-    let derived = antaca::cvv::derive_cvv2(&cvk, ok_pan.as_bytes(), &expiry, 5);
+    let derived = antaca::security::cvv::derive_cvv2(&cvk, ok_pan.as_bytes(), &expiry, 5);
     let mut client = server.client();
     assert_eq!(code(&client.call(&with_cvv2("ok", &derived, 1))), "00");
     let wrong = format!(
@@ -178,7 +178,7 @@ fn derived_cvv2_follows_the_card_generation() {
     }
     // A CVV reset (new generation) changes what verifies.
     server.change_card("ok", |card| card.cvv_generation = Some(6));
-    let next = antaca::cvv::derive_cvv2(&cvk, ok_pan.as_bytes(), &expiry, 6);
+    let next = antaca::security::cvv::derive_cvv2(&cvk, ok_pan.as_bytes(), &expiry, 6);
     assert_eq!(code(&client.call(&with_cvv2("ok", &next, 4))), "00");
     if next != derived {
         assert_eq!(code(&client.call(&with_cvv2("ok", &derived, 5))), "N7");

@@ -5,12 +5,12 @@
 mod common;
 
 use antaca::app::{self, ServeOptions};
-use antaca::framing::LengthHeader;
 use antaca::iso8583::Spec;
-use antaca::portfolio::Portfolio;
-use antaca::sim::book::{current_yymm, Book};
-use antaca::sim::echo::EchoServer;
-use antaca::sim::{self, Checks, Mix, Report, SimConfig};
+use antaca::manage::portfolio::Portfolio;
+use antaca::net::framing::LengthHeader;
+use antaca_sim::book::{current_yymm, Book};
+use antaca_sim::echo::EchoServer;
+use antaca_sim::{Checks, Mix, Report, SimConfig};
 use std::time::Duration;
 
 fn book() -> Book {
@@ -67,7 +67,7 @@ fn closed_loop_and_fixed_rate_against_the_engine_reconcile() {
     let mut closed = config(addr.clone(), "iso87ascii");
     closed.connections = 4;
     closed.inflight = 4;
-    let report = sim::run_blocking(closed).expect("closed loop");
+    let report = antaca_sim::run_blocking(closed).expect("closed loop");
     assert_clean(&report);
     assert_reconciled(&report);
     // Every kind of the default mix was sent, and follow-ups were approved.
@@ -97,7 +97,7 @@ fn closed_loop_and_fixed_rate_against_the_engine_reconcile() {
     fixed.rate = 400.0;
     fixed.mix = Mix::parse("auth=50,completion=20,reversal=10,refund=10,inquiry=5,duplicate=5")
         .expect("mix");
-    let report = sim::run_blocking(fixed).expect("fixed rate");
+    let report = antaca_sim::run_blocking(fixed).expect("fixed rate");
     assert_clean(&report);
     assert_eq!(report.unexpected_codes, 0, "{}", report.summary());
     // The cards over one balance are re-based on their opening inquiry and
@@ -143,7 +143,7 @@ fn iso93_pipelined_reconciles() {
     c.connections = 2;
     c.inflight = 8;
     c.duration = Duration::from_millis(700);
-    let report = sim::run_blocking(c).expect("iso93");
+    let report = antaca_sim::run_blocking(c).expect("iso93");
     assert_clean(&report);
     assert_reconciled(&report);
     assert!(report.codes.contains_key("0000"), "{}", report.summary());
@@ -163,7 +163,7 @@ fn echo_server_answers_the_sim_and_the_plot_is_well_formed() {
     c.inflight = 4;
     c.duration = Duration::from_millis(500);
     c.checks = Checks::Protocol;
-    let report = sim::run_blocking(c).expect("sim against echo");
+    let report = antaca_sim::run_blocking(c).expect("sim against echo");
     assert_clean(&report);
     assert!(report.reconciliation.is_none());
     assert_eq!(report.codes.keys().collect::<Vec<_>>(), vec!["00"]);
@@ -204,7 +204,7 @@ fn the_durable_echo_answers_only_what_it_logged() {
     c.inflight = 4;
     c.duration = Duration::from_millis(500);
     c.checks = Checks::Protocol;
-    let report = sim::run_blocking(c).expect("sim against the durable echo");
+    let report = antaca_sim::run_blocking(c).expect("sim against the durable echo");
     echo.stop();
     assert_clean(&report);
     assert!(report.received > 0);

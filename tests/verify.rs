@@ -3,10 +3,10 @@
 
 mod common;
 
+use antaca::domain::model::{JournalEntry, Txn};
 use antaca::engine::record::{self, Record};
-use antaca::model::{JournalEntry, Txn};
 use antaca::store::{keys, SledStore, Store, WriteBatch};
-use antaca::verify::{verify, verify_dir, OpenError, Report};
+use antaca::tools::verify::{verify, verify_dir, OpenError, Report};
 use common::*;
 use std::path::Path;
 use std::process::Command;
@@ -128,7 +128,7 @@ fn a_store_after_real_traffic_verifies_clean_and_each_tampering_is_named() {
 
     // A balance record edited: no longer the journal's projection.
     let key = keys::key(keys::BALANCE, "b-ok");
-    let mut balance: antaca::model::Balance = stored(&store, &key);
+    let mut balance: antaca::domain::model::Balance = stored(&store, &key);
     balance.available += Decimal::ONE;
     let report = tampered(&mut store, vec![(key, Some(record::encode(&balance)))]);
     assert!(
@@ -138,7 +138,7 @@ fn a_store_after_real_traffic_verifies_clean_and_each_tampering_is_named() {
 
     // A held amount edited: journal and holds both disagree.
     let key = keys::key(keys::BALANCE, "b-ok");
-    let mut balance: antaca::model::Balance = stored(&store, &key);
+    let mut balance: antaca::domain::model::Balance = stored(&store, &key);
     balance.held -= Decimal::ONE;
     balance.available += Decimal::ONE;
     // Written as JSON, as an earlier version stored balances: read all the same.
@@ -260,8 +260,8 @@ fn a_store_after_real_traffic_verifies_clean_and_each_tampering_is_named() {
 
     // A card pointing at a missing balance, and two cards sharing a PAN hash.
     let key = keys::key(keys::CARD, "cr1");
-    let mut card: antaca::model::Card = json(&store, &key);
-    let ok: antaca::model::Card = json(&store, &keys::key(keys::CARD, "ok"));
+    let mut card: antaca::domain::model::Card = json(&store, &key);
+    let ok: antaca::domain::model::Card = json(&store, &keys::key(keys::CARD, "ok"));
     card.balance = "b-gone".into();
     card.pan_hash = ok.pan_hash.clone();
     let report = tampered(

@@ -14,13 +14,13 @@
 use std::sync::OnceLock;
 
 use antaca::engine::{Engine, EngineConfig};
-use antaca::framing::{encode_frame, FrameCodec, LengthHeader};
+use antaca::http::jwe::{self, Encryption, ServerKeys};
 use antaca::iso8583::Spec;
-use antaca::jwe::{self, Encryption, ServerKeys};
-use antaca::pinblock::ZonePinKey;
-use antaca::portfolio::{self, Portfolio};
+use antaca::manage::portfolio::{self, Portfolio};
+use antaca::net::framing::{encode_frame, FrameCodec, LengthHeader};
 use antaca::protocol::{self, ParseOptions, Profile};
-use antaca::secrets::CardSecrets;
+use antaca::security::pinblock::ZonePinKey;
+use antaca::security::secrets::CardSecrets;
 use antaca::store::{MemoryStore, Store};
 use bytes::{Bytes, BytesMut};
 use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};

@@ -197,7 +197,7 @@ pub fn transmission_now() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
         .as_secs();
-    let date = antaca::calendar::date_of_ms(secs * 1000);
+    let date = antaca::domain::calendar::date_of_ms(secs * 1000);
     let s = secs % 86_400;
     format!(
         "{:02}{:02}{:02}{:02}{:02}",
@@ -436,8 +436,8 @@ impl TestServer {
 pub const TEST_ZPK_HEX: &str = "0123456789ABCDEFFEDCBA9876543210";
 
 /// The test zone PIN key.
-pub fn test_zpk() -> antaca::pinblock::ZonePinKey {
-    antaca::pinblock::ZonePinKey::from_hex(TEST_ZPK_HEX).expect("zpk")
+pub fn test_zpk() -> antaca::security::pinblock::ZonePinKey {
+    antaca::security::pinblock::ZonePinKey::from_hex(TEST_ZPK_HEX).expect("zpk")
 }
 
 /// A format 0 PIN block for `pin` and `pan` under the test ZPK (field 52's 8 bytes).
@@ -469,7 +469,7 @@ pub fn file_update(mti: &str, pan: &str, code: &str, reason: Option<u8>, stan: u
 
 impl TestServer {
     /// A card as the engine holds it now.
-    pub fn card(&self, id: &str) -> antaca::model::Card {
+    pub fn card(&self, id: &str) -> antaca::domain::model::Card {
         let id = id.to_string();
         let engine = self.running().engine();
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -486,7 +486,7 @@ impl TestServer {
     pub fn change_card(
         &self,
         id: &str,
-        change: impl FnOnce(&mut antaca::model::Card) + Send + 'static,
+        change: impl FnOnce(&mut antaca::domain::model::Card) + Send + 'static,
     ) {
         let id = id.to_string();
         self.apply(move |state, changes, _| {

@@ -145,8 +145,8 @@ impl SmtpSink {
     }
 
     /// An SMTP configuration pointing at this sink.
-    pub fn config(&self) -> antaca::notify::SmtpConfig {
-        antaca::notify::SmtpConfig {
+    pub fn config(&self) -> antaca::integrations::notify::SmtpConfig {
+        antaca::integrations::notify::SmtpConfig {
             host: self.addr.ip().to_string(),
             port: self.addr.port(),
             from: "antaca@issuer.test".into(),
