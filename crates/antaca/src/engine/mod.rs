@@ -125,7 +125,7 @@ impl OnDurable for Finish {
         }
         self.answer();
         for deliver in self.deliveries.drain(..) {
-            deliver(Err(StoreError::Io(error.to_string())));
+            deliver(Err(error.clone()));
         }
     }
 }

@@ -154,9 +154,14 @@ impl fmt::Debug for CardRecord {
 #[derive(Debug)]
 pub enum ImportError {
     /// The file could not be read.
-    Io(String),
+    Io {
+        /// The portfolio file.
+        path: std::path::PathBuf,
+        /// Why reading it failed.
+        source: std::io::Error,
+    },
     /// Not the portfolio JSON format.
-    Syntax(String),
+    Syntax(serde_json::Error),
     /// A record is wrong; names it.
     Record {
         /// e.g. `cards[2] "c-3"`.
@@ -173,7 +178,9 @@ pub enum ImportError {
 impl fmt::Display for ImportError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ImportError::Io(e) => write!(f, "cannot read the portfolio: {e}"),
+            ImportError::Io { path, source } => {
+                write!(f, "cannot read the portfolio: {}: {source}", path.display())
+            }
             ImportError::Syntax(e) => write!(f, "the portfolio is not valid portfolio JSON: {e}"),
             ImportError::Record { record, problem } => write!(f, "{record}: {problem}; nothing was imported"),
             ImportError::NotEmpty => f.write_str(
@@ -184,7 +191,16 @@ impl fmt::Display for ImportError {
     }
 }
 
-impl std::error::Error for ImportError {}
+impl std::error::Error for ImportError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ImportError::Io { source, .. } => Some(source),
+            ImportError::Syntax(e) => Some(e),
+            ImportError::Store(e) => Some(e),
+            ImportError::Record { .. } | ImportError::NotEmpty => None,
+        }
+    }
+}
 
 /// What an import created.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -202,13 +218,15 @@ pub struct ImportSummary {
 impl Portfolio {
     /// Parses portfolio JSON (syntax and field names only; see [`Portfolio::check`]).
     pub fn parse(text: &str) -> Result<Portfolio, ImportError> {
-        serde_json::from_str(text).map_err(|e| ImportError::Syntax(e.to_string()))
+        serde_json::from_str(text).map_err(ImportError::Syntax)
     }
 
     /// Reads and parses a portfolio file.
     pub fn read(path: &std::path::Path) -> Result<Portfolio, ImportError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ImportError::Io(format!("{}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|source| ImportError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Portfolio::parse(&text)
     }
 }

@@ -51,7 +51,7 @@ impl Store for MemoryStore {
     fn commit(&mut self, batch: WriteBatch) -> Result<(), StoreError> {
         self.revert(batch)?;
         if self.fail_commits.load(Ordering::SeqCst) {
-            return Err(StoreError::Io("injected flush failure".into()));
+            return Err(StoreError::Injected("injected flush failure"));
         }
         Ok(())
     }

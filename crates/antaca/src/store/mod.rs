@@ -10,6 +10,7 @@ pub use memory::MemoryStore;
 pub use sled_store::{SledStore, StoreConfig};
 
 use std::fmt;
+use std::sync::Arc;
 
 /// A key and its value.
 pub type Pair = (Vec<u8>, Vec<u8>);
@@ -50,22 +51,65 @@ impl WriteBatch {
     }
 }
 
-/// Why the store failed.
-#[derive(Debug)]
+/// Why the store failed. Each variant keeps what caused it as its
+/// [`source`](std::error::Error::source); `Display` says what to do.
+#[derive(Debug, Clone)]
 pub enum StoreError {
-    /// The underlying engine or the disk failed.
-    Io(String),
+    /// A file of the store could not be created, read, written or synced.
+    Io(Arc<std::io::Error>),
+    /// The sled engine failed.
+    Sled(sled::Error),
+    /// Another process (a running server) holds the data directory's lock.
+    Locked(sled::Error),
+    /// An `fdatasync` of the write-ahead log failed; the store refuses every
+    /// commit until a restart.
+    SyncFailed(Arc<std::io::Error>),
+    /// The checkpoint thread could not apply the log to sled; the store
+    /// refuses every commit until a restart.
+    CheckpointFailed(Arc<StoreError>),
+    /// A log write and its undo both failed: the log's tail is unknown, so
+    /// the store refuses every commit until a restart.
+    LogUnusable(Arc<StoreError>),
+    /// The sync thread is gone, so nothing can be made durable.
+    SyncStopped,
+    /// A background thread of the store panicked (named here).
+    ThreadPanicked(&'static str),
+    /// A failure a test injected (the text says which).
+    Injected(&'static str),
     /// A value on disk could not be read back.
     Corrupt(String),
 }
 
+/// What the operator can do about most failures.
+const CHECK_THE_DISK: &str = "check the disk and the data directory's permissions";
+
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            StoreError::Io(e) => write!(
+            StoreError::Io(e) => write!(f, "storage failed: {e}; {CHECK_THE_DISK}"),
+            StoreError::Sled(e) => write!(f, "storage failed: {e}; {CHECK_THE_DISK}"),
+            StoreError::Locked(e) => write!(
                 f,
-                "storage failed: {e}; check the disk and the data directory's permissions"
+                "storage failed: {e}; another process (a running server?) has the data directory open: stop it first"
             ),
+            StoreError::SyncFailed(e) => {
+                write!(f, "storage failed: fdatasync failed: {e}; {CHECK_THE_DISK}")
+            }
+            StoreError::CheckpointFailed(e) => {
+                write!(f, "storage failed: checkpoint failed: {e}; {CHECK_THE_DISK}")
+            }
+            StoreError::LogUnusable(e) => write!(
+                f,
+                "storage failed: the write-ahead log is unusable: {e}; {CHECK_THE_DISK}"
+            ),
+            StoreError::SyncStopped => {
+                write!(f, "storage failed: the sync thread has stopped; {CHECK_THE_DISK}")
+            }
+            StoreError::ThreadPanicked(thread) => write!(
+                f,
+                "storage failed: the {thread} thread panicked; restart the server and report the bug"
+            ),
+            StoreError::Injected(what) => write!(f, "storage failed: {what}; {CHECK_THE_DISK}"),
             StoreError::Corrupt(e) => write!(
                 f,
                 "stored data is unreadable: {e}; run `antaca verify` on a copy"
@@ -74,17 +118,29 @@ impl fmt::Display for StoreError {
     }
 }
 
-impl std::error::Error for StoreError {}
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StoreError::Io(e) | StoreError::SyncFailed(e) => Some(e.as_ref()),
+            StoreError::Sled(e) | StoreError::Locked(e) => Some(e),
+            StoreError::CheckpointFailed(e) | StoreError::LogUnusable(e) => Some(e.as_ref()),
+            StoreError::SyncStopped
+            | StoreError::ThreadPanicked(_)
+            | StoreError::Injected(_)
+            | StoreError::Corrupt(_) => None,
+        }
+    }
+}
 
 impl From<sled::Error> for StoreError {
     fn from(e: sled::Error) -> Self {
-        StoreError::Io(e.to_string())
+        StoreError::Sled(e)
     }
 }
 
 impl From<std::io::Error> for StoreError {
     fn from(e: std::io::Error) -> Self {
-        StoreError::Io(e.to_string())
+        StoreError::Io(Arc::new(e))
     }
 }
 

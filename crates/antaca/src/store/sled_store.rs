@@ -60,7 +60,7 @@ struct Progress {
     /// Every record up to this lsn is durable in sled.
     checkpointed: u64,
     /// Why the last checkpoint failed; the store refuses commits from then on.
-    failed: Option<String>,
+    failed: Option<Arc<StoreError>>,
 }
 
 struct Shared {
@@ -106,7 +106,7 @@ struct SyncProgress {
     /// Every record up to this lsn is on disk.
     durable: u64,
     /// Why an `fdatasync` failed; the store refuses commits from then on.
-    failed: Option<String>,
+    failed: Option<Arc<std::io::Error>>,
 }
 
 #[derive(Default)]
@@ -129,8 +129,8 @@ impl Synced {
     }
 
     /// Records that the log can no longer be made durable, and says so.
-    fn fail(&self, error: String) {
-        self.lock().failed.get_or_insert(error);
+    fn fail(&self, error: std::io::Error) {
+        self.lock().failed.get_or_insert(Arc::new(error));
         self.changed.notify_all();
         let waker = self
             .waker
@@ -164,7 +164,7 @@ pub struct SledStore {
     checkpointer: Option<std::thread::JoinHandle<()>>,
     /// Set when a log write failed and its place could not be overwritten:
     /// the log's tail is unknown, so nothing more is committed until a restart.
-    broken: Option<String>,
+    broken: Option<Arc<StoreError>>,
     /// The last log write failed: the next record goes in its place.
     retry_in_place: bool,
     /// Written records on their way to the sync thread.
@@ -195,12 +195,11 @@ impl SledStore {
         let db = loop {
             match sled_config.open() {
                 Ok(db) => break db,
-                Err(sled::Error::Io(e))
-                    if e.to_string().contains("could not acquire lock") && attempts < 100 =>
-                {
+                Err(e) if lock_held(&e) && attempts < 100 => {
                     attempts += 1;
                     std::thread::sleep(Duration::from_millis(20));
                 }
+                Err(e) if lock_held(&e) => return Err(StoreError::Locked(e)),
                 Err(e) => return Err(e.into()),
             }
         };
@@ -286,7 +285,7 @@ impl SledStore {
     fn wait_durable(&self, lsn: u64) -> Result<(), StoreError> {
         wait_for(&self.synced.progress, &self.synced.changed, |p| {
             match &p.failed {
-                Some(e) => Some(Err(StoreError::Io(format!("fdatasync failed: {e}")))),
+                Some(e) => Some(Err(StoreError::SyncFailed(e.clone()))),
                 None => (p.durable >= lsn).then_some(Ok(())),
             }
         })
@@ -318,7 +317,7 @@ impl SledStore {
     fn wait_checkpointed(&self, lsn: u64) -> Result<(), StoreError> {
         wait_for(&self.shared.progress, &self.shared.changed, |p| {
             match &p.failed {
-                Some(e) => Some(Err(StoreError::Io(format!("checkpoint failed: {e}")))),
+                Some(e) => Some(Err(StoreError::CheckpointFailed(e.clone()))),
                 None => (p.checkpointed >= lsn).then_some(Ok(())),
             }
         })
@@ -336,14 +335,13 @@ impl SledStore {
     /// records before it are.
     fn log_then(&mut self, ops: Vec<Op>, done: Box<dyn OnDurable>) -> Result<(), Refused> {
         if let Some(e) = &self.broken {
-            let e = StoreError::Io(format!("the write-ahead log is unusable: {e}"));
-            return Err((e, done));
+            return Err((StoreError::LogUnusable(e.clone()), done));
         }
         if let Some(e) = &self.shared.lock().failed {
-            return Err((StoreError::Io(format!("checkpoint failed: {e}")), done));
+            return Err((StoreError::CheckpointFailed(e.clone()), done));
         }
         if let Some(e) = &self.synced.lock().failed {
-            return Err((StoreError::Io(format!("fdatasync failed: {e}")), done));
+            return Err((StoreError::SyncFailed(e.clone()), done));
         }
         if ops.is_empty() {
             let lsn = self.wal.last_lsn();
@@ -409,7 +407,7 @@ impl SledStore {
     }
 
     fn to_sync(&self, job: SyncJob) -> Result<(), Refused> {
-        let stopped = || StoreError::Io("the sync thread has stopped".into());
+        let stopped = || StoreError::SyncStopped;
         match &self.syncs {
             Some(syncs) => syncs.send(job).map_err(|e| (stopped(), e.0.done)),
             None => Err((stopped(), job.done)),
@@ -429,7 +427,8 @@ fn run_syncs(jobs: &mpsc::Receiver<SyncJob>, synced: &Synced) {
     impl Drop for OnPanic<'_> {
         fn drop(&mut self) {
             if std::thread::panicking() {
-                self.0.fail("the sync thread panicked".into());
+                self.0
+                    .fail(std::io::Error::other("the sync thread panicked"));
             }
         }
     }
@@ -469,7 +468,7 @@ fn run_syncs(jobs: &mpsc::Receiver<SyncJob>, synced: &Synced) {
         let upto = batch.iter().map(|job| job.lsn).max().unwrap_or(0);
         if let Err(e) = result {
             tracing::error!(error = %e, "fdatasync of the write-ahead log failed; the store stops taking commits");
-            synced.fail(e.to_string());
+            synced.fail(e);
             return;
         }
         // Answer first, then publish: an empty batch that finds everything
@@ -483,6 +482,12 @@ fn run_syncs(jobs: &mpsc::Receiver<SyncJob>, synced: &Synced) {
         }
         synced.changed.notify_all();
     }
+}
+
+/// True when sled could not open its files because another process (or a
+/// store closed a moment ago) holds their lock; sled says so only in text.
+fn lock_held(error: &sled::Error) -> bool {
+    matches!(error, sled::Error::Io(e) if e.to_string().contains("could not acquire lock"))
 }
 
 /// Waits on `changed` until `outcome` has one. A poisoned lock only means a
@@ -657,7 +662,7 @@ fn run_checkpoints(durable: &mut Durable, jobs: &mpsc::Receiver<Job>, shared: &S
                 self.0
                     .lock()
                     .failed
-                    .get_or_insert_with(|| "the checkpoint thread panicked".into());
+                    .get_or_insert_with(|| Arc::new(StoreError::ThreadPanicked("checkpoint")));
                 self.0.changed.notify_all();
             }
         }
@@ -686,7 +691,7 @@ fn run_checkpoints(durable: &mut Durable, jobs: &mpsc::Receiver<Job>, shared: &S
             Ok(()) => progress.checkpointed = upto,
             Err(e) => {
                 tracing::error!(error = %e, "checkpoint failed; the store stops taking commits");
-                progress.failed = Some(e.to_string());
+                progress.failed = Some(Arc::new(e));
             }
         }
         shared.changed.notify_all();
@@ -781,7 +786,7 @@ impl Store for SledStore {
     fn revert(&mut self, batch: WriteBatch) -> Result<(), StoreError> {
         let result = self.log(batch.ops);
         if let Err(e) = &result {
-            self.broken.get_or_insert_with(|| e.to_string());
+            self.broken.get_or_insert_with(|| Arc::new(e.clone()));
         }
         result
     }

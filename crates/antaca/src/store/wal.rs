@@ -326,7 +326,7 @@ impl Wal {
             segment
                 .file
                 .write_all_at(&self.buf[..n.min(self.buf.len())], self.pos)?;
-            return Err(StoreError::Io("injected: torn write".into()));
+            return Err(StoreError::Injected("injected: torn write"));
         }
         segment.file.write_all_at(&self.buf, self.pos)?;
         Ok(())

@@ -124,7 +124,7 @@ pub fn verify_dir(dir: &Path) -> Result<Report, OpenError> {
         return Err(OpenError::NoStore(shown));
     }
     let store = SledStore::open(dir).map_err(|e| match &e {
-        StoreError::Io(text) if text.contains("lock") => OpenError::InUse(shown.clone()),
+        StoreError::Locked(_) => OpenError::InUse(shown.clone()),
         _ => OpenError::Store(format!("{shown}: {e}")),
     })?;
     verify(&store).map_err(|e| OpenError::Store(format!("{shown}: {e}")))
