@@ -424,23 +424,23 @@ fn manual_kyc_decision_creates_the_balance_automatically() {
     let server = server_with_admins();
     let addr = server.running().http_addr;
     server.apply(|state, changes, now| {
-        antaca::manage::create_customer(
+        antaca::manage::customers::create_customer(
             state,
             changes,
             "eur",
-            antaca::manage::NewCustomer {
+            antaca::manage::customers::NewCustomer {
                 id: Some("new-1".into()),
                 ..Default::default()
             },
             now,
         )
         .expect("customer");
-        antaca::manage::start_kyc(
+        antaca::manage::kyc::start_kyc(
             state,
             changes,
             "new-1",
             None,
-            antaca::manage::KycMode::Manual,
+            antaca::manage::kyc::KycMode::Manual,
             json!({"name": "Ada"}),
             now,
         )

@@ -299,9 +299,11 @@ pub fn http_json(data: &[u8]) {
             }
             let _ = match which {
                 0 => antaca::http::api::parse_json::<serde_json::Value>(&headers, rest).map(drop),
-                1 => antaca::http::api::parse_json::<antaca::manage::NewCustomer>(&headers, rest)
-                    .map(drop),
-                _ => antaca::http::api::parse_json::<antaca::manage::NewPartnerBalance>(
+                1 => antaca::http::api::parse_json::<antaca::manage::customers::NewCustomer>(
+                    &headers, rest,
+                )
+                .map(drop),
+                _ => antaca::http::api::parse_json::<antaca::manage::balances::NewPartnerBalance>(
                     &headers, rest,
                 )
                 .map(drop),

@@ -2,6 +2,7 @@
 //! query parameters, responses, and the mapping of domain errors to statuses.
 
 use crate::engine::ApplyError;
+use crate::manage::error::ErrorCode;
 use crate::manage::ManageError;
 use bytes::Bytes;
 use http_body_util::Full;
@@ -68,16 +69,16 @@ impl From<ManageError> for ApiError {
     fn from(e: ManageError) -> ApiError {
         match e {
             ManageError::NotFound { code, message } => {
-                ApiError::new(StatusCode::NOT_FOUND, code, message)
+                ApiError::new(StatusCode::NOT_FOUND, code.as_str(), message)
             }
             ManageError::Conflict { code, message } => {
-                ApiError::new(StatusCode::CONFLICT, code, message)
+                ApiError::new(StatusCode::CONFLICT, code.as_str(), message)
             }
-            ManageError::Invalid { code, message } if code == "UNSUPPORTED_MEDIA_TYPE" => {
-                ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, code, message)
+            ManageError::Invalid { code, message } if code == ErrorCode::UnsupportedMediaType => {
+                ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, code.as_str(), message)
             }
             ManageError::Invalid { code, message } => {
-                ApiError::new(StatusCode::BAD_REQUEST, code, message)
+                ApiError::new(StatusCode::BAD_REQUEST, code.as_str(), message)
             }
         }
     }

@@ -131,7 +131,7 @@ pub async fn create_virtual_async(
     let keys = keys(&ctx)?;
     let for_record = customer.clone();
     let operation = apply(&ctx, move |state, changes, _| {
-        crate::manage::customer(state, &for_record, scope.program.as_deref())?;
+        crate::manage::customers::customer(state, &for_record, scope.program.as_deref())?;
         let id = format!("op_{}", changes.next_in_sequence(state, "card_operation"));
         let operation = CardOperation {
             id: id.clone(),
@@ -198,8 +198,12 @@ pub async fn operation(ctx: Arc<HttpContext>, call: Call) -> Result<HttpResponse
             state
                 .record::<CardOperation>(&operation_key(&id))
                 .filter(|op| {
-                    crate::manage::customer(state, &op.customer_id, scope.program.as_deref())
-                        .is_ok()
+                    crate::manage::customers::customer(
+                        state,
+                        &op.customer_id,
+                        scope.program.as_deref(),
+                    )
+                    .is_ok()
                 })
         })
         .await
@@ -244,7 +248,7 @@ pub async fn list(ctx: Arc<HttpContext>, call: Call) -> Result<HttpResponse, Api
     let views = ctx
         .engine
         .inspect(move |state| {
-            crate::manage::customer(state, &customer, scope.program.as_deref())
+            crate::manage::customers::customer(state, &customer, scope.program.as_deref())
                 .map(|_| cards::list(state, &customer, admin))
         })
         .await

@@ -4,7 +4,9 @@
 use super::api::{self, ApiError, HttpResponse};
 use super::HttpContext;
 use crate::integrations::kyc_provider::{self, KycDecision, Submission};
-use crate::manage::{self, Decider, KycCase};
+use crate::manage::error::ErrorCode;
+use crate::manage::kyc::{Decider, KycCase};
+use crate::manage::{self};
 use std::sync::Arc;
 
 /// Sends a committed automatic KYC case to the provider in the background and
@@ -24,7 +26,7 @@ pub fn submit_in_background(ctx: Arc<HttpContext>, case: KycCase) {
         let outcome = ctx
             .engine
             .apply(move |state, changes, now| {
-                let key = manage::kyc_key(&user);
+                let key = manage::kyc::kyc_key(&user);
                 let Some(mut current) = state.record::<KycCase>(&key) else {
                     return;
                 };
@@ -79,19 +81,20 @@ pub async fn callback(
     let case = ctx
         .engine
         .apply(move |state, changes, now| {
-            let Some(user) = state.record::<String>(&manage::reference_key(&decision.reference))
+            let Some(user) =
+                state.record::<String>(&manage::kyc::reference_key(&decision.reference))
             else {
                 return Err(manage::ManageError::NotFound {
-                    code: "KYC_REFERENCE_NOT_FOUND",
+                    code: ErrorCode::KycReferenceNotFound,
                     message: "no KYC case has this reference".into(),
                 });
             };
-            let current: Option<KycCase> = state.record(&manage::kyc_key(&user));
+            let current: Option<KycCase> = state.record(&manage::kyc::kyc_key(&user));
             if current.as_ref().and_then(|c| c.reference.as_deref())
                 != Some(decision.reference.as_str())
             {
                 return Err(manage::ManageError::Conflict {
-                    code: "KYC_NOT_IN_PROGRESS",
+                    code: ErrorCode::KycNotInProgress,
                     message: "this reference was replaced by a newer submission".into(),
                 });
             }
@@ -100,7 +103,7 @@ pub async fn callback(
                 None if !accepted => Some("rejected by the eKYC provider".to_string()),
                 reason => reason,
             };
-            manage::decide_kyc(
+            manage::kyc::decide_kyc(
                 state,
                 changes,
                 &user,

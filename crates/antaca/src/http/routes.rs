@@ -7,7 +7,10 @@ use super::sessions::{self, Administrator, Installation, Role, SessionError, Sub
 use super::{card_routes, HttpContext};
 use crate::engine::now_ms;
 use crate::http::jwe::{self, Encryption};
-use crate::manage::{self, Decider, HistoryFilter, KycMode, ManageError};
+use crate::manage::error::ErrorCode;
+use crate::manage::history::HistoryFilter;
+use crate::manage::kyc::{Decider, KycMode};
+use crate::manage::{self, ManageError};
 use bytes::Bytes;
 use hyper::header::HeaderMap;
 use hyper::{Method, StatusCode};
@@ -497,7 +500,7 @@ async fn read_body(
 /// The largest body a route accepts: document uploads are bigger than JSON.
 pub fn body_limit(pattern: &str) -> usize {
     if pattern.ends_with("/documents/{kind}") {
-        manage::DOCUMENT_MAX_BYTES + 1024
+        manage::kyc::DOCUMENT_MAX_BYTES + 1024
     } else {
         64 * 1024
     }
@@ -697,7 +700,9 @@ async fn pair_device(ctx: Arc<HttpContext>, call: Call) -> Result<HttpResponse, 
     let user = code.user.clone();
     let device_id = body.device_id.clone();
     let (installation_id, program, replaced) = apply(&ctx, move |state, changes, now| {
-        let program = manage::customer(state, &user, None)?.program.clone();
+        let program = manage::customers::customer(state, &user, None)?
+            .program
+            .clone();
         let prefix = format!("device/{user}/");
         let replaced: Vec<Installation> = state
             .records_under::<Installation>(&prefix)
@@ -843,7 +848,7 @@ async fn trusted_session(ctx: Arc<HttpContext>, call: Call) -> Result<HttpRespon
     let user = verified.user_id.clone();
     let program = verified.program.clone();
     let found = inspect(&ctx, move |state| {
-        manage::customer(state, &user, Some(&program)).map(|u| u.program.clone())
+        manage::customers::customer(state, &user, Some(&program)).map(|u| u.program.clone())
     })
     .await;
     // A partner vouches only for its own program's customers.
@@ -988,7 +993,7 @@ async fn add_administrator(ctx: Arc<HttpContext>, call: Call) -> Result<HttpResp
         let key = sessions::admin_key(&admin.login);
         if state.records.contains_key(&key) {
             return Err(ManageError::Conflict {
-                code: "ADMINISTRATOR_EXISTS",
+                code: ErrorCode::AdministratorExists,
                 message: format!("login {:?} exists", admin.login),
             });
         }
@@ -1026,7 +1031,7 @@ async fn pairing_code(ctx: Arc<HttpContext>, call: Call) -> Result<HttpResponse,
     let (user, program) = customer_scope(&call)?;
     let check = user.clone();
     inspect(&ctx, move |state| {
-        manage::customer(state, &check, program.as_deref()).map(|_| ())
+        manage::customers::customer(state, &check, program.as_deref()).map(|_| ())
     })
     .await?;
     let (code, expires) = ctx
@@ -1045,10 +1050,10 @@ async fn create_customer(ctx: Arc<HttpContext>, call: Call) -> Result<HttpRespon
             "customers are created by the partner's servers",
         ));
     };
-    let body: manage::NewCustomer = parse_json(&call.headers, &call.body)?;
+    let body: manage::customers::NewCustomer = parse_json(&call.headers, &call.body)?;
     let program = program.clone();
     let view = apply(&ctx, move |state, changes, now| {
-        manage::create_customer(state, changes, &program, body, now)
+        manage::customers::create_customer(state, changes, &program, body, now)
     })
     .await?;
     created(&view)
@@ -1057,7 +1062,8 @@ async fn create_customer(ctx: Arc<HttpContext>, call: Call) -> Result<HttpRespon
 async fn get_customer(ctx: Arc<HttpContext>, call: Call) -> Result<HttpResponse, ApiError> {
     let (user, program) = customer_scope(&call)?;
     let view = inspect(&ctx, move |state| {
-        manage::customer(state, &user, program.as_deref()).map(|u| manage::customer_view(state, u))
+        manage::customers::customer(state, &user, program.as_deref())
+            .map(|u| manage::customers::customer_view(state, u))
     })
     .await?;
     ok(&view)
@@ -1102,7 +1108,7 @@ async fn register(ctx: Arc<HttpContext>, call: Call) -> Result<HttpResponse, Api
     }
     let data = body.data.unwrap_or_else(|| serde_json::json!({}));
     let case = apply(&ctx, move |state, changes, now| {
-        manage::start_kyc(state, changes, &user, program.as_deref(), mode, data, now)
+        manage::kyc::start_kyc(state, changes, &user, program.as_deref(), mode, data, now)
     })
     .await?;
     if mode == KycMode::Automatic {
@@ -1121,8 +1127,10 @@ async fn partner_register(ctx: Arc<HttpContext>, call: Call) -> Result<HttpRespo
 
 async fn me_kyc(ctx: Arc<HttpContext>, call: Call) -> Result<HttpResponse, ApiError> {
     let (user, _) = customer_scope(&call)?;
-    let case: Option<manage::KycCase> =
-        inspect(&ctx, move |state| Ok(state.record(&manage::kyc_key(&user)))).await?;
+    let case: Option<manage::kyc::KycCase> = inspect(&ctx, move |state| {
+        Ok(state.record(&manage::kyc::kyc_key(&user)))
+    })
+    .await?;
     match case {
         Some(case) => ok(&case),
         None => Err(ApiError::not_found(
@@ -1148,7 +1156,7 @@ async fn upload_document(ctx: Arc<HttpContext>, call: Call) -> Result<HttpRespon
     let by = actor(&call);
     let body = call.body;
     let meta = apply(&ctx, move |state, changes, now| {
-        manage::add_document(
+        manage::kyc::add_document(
             state,
             changes,
             &user,
@@ -1200,7 +1208,7 @@ async fn decide(
     let body: DecisionRequest = parse_json(&call.headers, &call.body)?;
     let accepted = matches!(body.decision, Verdict::Accepted);
     let case = apply(&ctx, move |state, changes, now| {
-        manage::decide_kyc(
+        manage::kyc::decide_kyc(
             state,
             changes,
             &user,
@@ -1239,17 +1247,17 @@ async fn list_kyc(ctx: Arc<HttpContext>, call: Call) -> Result<HttpResponse, Api
         let status = match status.as_deref() {
             None => None,
             Some(s) => Some(
-                serde_json::from_value::<manage::KycStatus>(serde_json::Value::String(
+                serde_json::from_value::<manage::kyc::KycStatus>(serde_json::Value::String(
                     s.to_string(),
                 ))
                 .map_err(|_| ManageError::Invalid {
-                    code: "INVALID_QUERY",
+                    code: ErrorCode::InvalidQuery,
                     message: "status is NONE, IN_PROGRESS, ACCEPTED or REJECTED".into(),
                 })?,
             ),
         };
         Ok(state
-            .records_under::<manage::KycCase>("kyc/")
+            .records_under::<manage::kyc::KycCase>("kyc/")
             .map(|(_, c)| c)
             .filter(|c| status.is_none_or(|s| c.status == s))
             .filter(|c| customer.as_ref().is_none_or(|id| &c.customer_id == id))
@@ -1265,8 +1273,10 @@ async fn list_kyc(ctx: Arc<HttpContext>, call: Call) -> Result<HttpResponse, Api
 
 async fn get_kyc(ctx: Arc<HttpContext>, call: Call) -> Result<HttpResponse, ApiError> {
     let (user, _) = customer_scope(&call)?;
-    let case: Option<manage::KycCase> =
-        inspect(&ctx, move |state| Ok(state.record(&manage::kyc_key(&user)))).await?;
+    let case: Option<manage::kyc::KycCase> = inspect(&ctx, move |state| {
+        Ok(state.record(&manage::kyc::kyc_key(&user)))
+    })
+    .await?;
     case.map_or_else(
         || {
             Err(ApiError::not_found(
@@ -1282,7 +1292,7 @@ async fn get_document(ctx: Arc<HttpContext>, call: Call) -> Result<HttpResponse,
     let (user, _) = customer_scope(&call)?;
     let id = call.param("documentId")?.to_string();
     let document = inspect(&ctx, move |state| {
-        Ok(manage::document_bytes(state, &user, &id))
+        Ok(manage::kyc::document_bytes(state, &user, &id))
     })
     .await?;
     let Some((content_type, bytes)) = document else {
@@ -1329,7 +1339,7 @@ async fn set_notification_emails(
     apply(&ctx, move |state, changes, _| {
         crate::integrations::notify::set_partner_emails(state, changes, &program, &emails).map_err(
             |e| ManageError::Invalid {
-                code: "INVALID_FIELD",
+                code: ErrorCode::InvalidField,
                 message: e.to_string(),
             },
         )
@@ -1344,13 +1354,13 @@ async fn set_notification_emails(
 async fn list_balances(ctx: Arc<HttpContext>, call: Call) -> Result<HttpResponse, ApiError> {
     let (user, program) = customer_scope(&call)?;
     let views = inspect(&ctx, move |state| {
-        let user = manage::customer(state, &user, program.as_deref())?;
+        let user = manage::customers::customer(state, &user, program.as_deref())?;
         let owner = crate::domain::model::BalanceOwner::User(user.id.clone());
         let mut views: Vec<_> = state
             .balances
             .values()
             .filter(|b| b.owner == owner)
-            .map(|b| manage::balance_view(state, b))
+            .map(|b| manage::balances::balance_view(state, b))
             .collect();
         views.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(views)
@@ -1369,7 +1379,13 @@ async fn create_balance(ctx: Arc<HttpContext>, call: Call) -> Result<HttpRespons
     let (user, program) = customer_scope(&call)?;
     let body: NewBalance = parse_json(&call.headers, &call.body)?;
     let view = apply(&ctx, move |state, changes, _| {
-        manage::create_user_balance(state, changes, &user, program.as_deref(), &body.currency)
+        manage::balances::create_user_balance(
+            state,
+            changes,
+            &user,
+            program.as_deref(),
+            &body.currency,
+        )
     })
     .await?;
     created(&view)
@@ -1390,8 +1406,8 @@ fn balance_scope(call: &Call) -> Result<(String, Option<String>, Option<String>)
 async fn get_balance(ctx: Arc<HttpContext>, call: Call) -> Result<HttpResponse, ApiError> {
     let (balance, user, program) = balance_scope(&call)?;
     let view = inspect(&ctx, move |state| {
-        manage::user_balance(state, &balance, user.as_deref(), program.as_deref())
-            .map(|b| manage::balance_view(state, b))
+        manage::balances::user_balance(state, &balance, user.as_deref(), program.as_deref())
+            .map(|b| manage::balances::balance_view(state, b))
     })
     .await?;
     ok(&view)
@@ -1403,9 +1419,9 @@ async fn admin_get_balance(ctx: Arc<HttpContext>, call: Call) -> Result<HttpResp
         state
             .balances
             .get(&balance)
-            .map(|b| manage::balance_view(state, b))
+            .map(|b| manage::balances::balance_view(state, b))
             .ok_or(ManageError::NotFound {
-                code: "BALANCE_NOT_FOUND",
+                code: ErrorCode::BalanceNotFound,
                 message: format!("no balance {balance:?}"),
             })
     })
@@ -1455,7 +1471,7 @@ async fn reload(
             if let Some(stored) = state.record::<StoredAnswer>(key) {
                 if stored.fingerprint != fingerprint {
                     return Err(ManageError::Conflict {
-                        code: "IDEMPOTENCY_KEY_REUSED",
+                        code: ErrorCode::IdempotencyKeyReused,
                         message: "this Idempotency-Key was used for another request".into(),
                     });
                 }
@@ -1463,18 +1479,18 @@ async fn reload(
             }
         }
         let target = if partner_balance {
-            manage::partner_balance(state, &balance)?
+            manage::balances::partner_balance(state, &balance)?
         } else {
-            manage::user_balance(state, &balance, user.as_deref(), program.as_deref())?
+            manage::balances::user_balance(state, &balance, user.as_deref(), program.as_deref())?
         };
         if target.currency != body.currency {
             return Err(ManageError::Invalid {
-                code: "CURRENCY_MISMATCH",
+                code: ErrorCode::CurrencyMismatch,
                 message: format!("the balance is in {}", target.currency),
             });
         }
-        let amount = manage::parse_amount(&body.amount, &body.currency)?;
-        let view = manage::reload(state, changes, &balance, amount, now)?;
+        let amount = manage::balances::parse_amount(&body.amount, &body.currency)?;
+        let view = manage::balances::reload(state, changes, &balance, amount, now)?;
         let value = serde_json::to_value(&view).unwrap_or_default();
         if let Some(key) = &record_key {
             changes.put_record(
@@ -1540,9 +1556,9 @@ async fn create_partner_balance(
     ctx: Arc<HttpContext>,
     call: Call,
 ) -> Result<HttpResponse, ApiError> {
-    let body: manage::NewPartnerBalance = parse_json(&call.headers, &call.body)?;
+    let body: manage::balances::NewPartnerBalance = parse_json(&call.headers, &call.body)?;
     let view = apply(&ctx, move |state, changes, _| {
-        manage::create_partner_balance(state, changes, body)
+        manage::balances::create_partner_balance(state, changes, body)
     })
     .await?;
     created(&view)
@@ -1551,14 +1567,15 @@ async fn create_partner_balance(
 async fn get_partner_balance(ctx: Arc<HttpContext>, call: Call) -> Result<HttpResponse, ApiError> {
     let balance = call.param("balanceId")?.to_string();
     let view = inspect(&ctx, move |state| {
-        manage::partner_balance(state, &balance).map(|b| manage::balance_view(state, b))
+        manage::balances::partner_balance(state, &balance)
+            .map(|b| manage::balances::balance_view(state, b))
     })
     .await?;
     ok(&view)
 }
 
 async fn summary(ctx: Arc<HttpContext>, _call: Call) -> Result<HttpResponse, ApiError> {
-    let rows = inspect(&ctx, |state| Ok(manage::summary(state))).await?;
+    let rows = inspect(&ctx, |state| Ok(manage::balances::summary(state))).await?;
     ok(&serde_json::json!({ "items": rows }))
 }
 
@@ -1568,7 +1585,7 @@ async fn summary(ctx: Arc<HttpContext>, _call: Call) -> Result<HttpResponse, Api
 fn day_param(call: &Call, name: &str) -> Result<Option<crate::domain::calendar::Date>, ApiError> {
     match call.query.get(name) {
         None => Ok(None),
-        Some(text) => manage::parse_day(text).map(Some).ok_or_else(|| {
+        Some(text) => manage::history::parse_day(text).map(Some).ok_or_else(|| {
             ApiError::bad_request("INVALID_QUERY", format!("{name} is a day, YYYY-MM-DD"))
         }),
     }
@@ -1603,15 +1620,15 @@ async fn balance_history(ctx: Arc<HttpContext>, call: Call) -> Result<HttpRespon
     let mut filter = history_filter(&call)?;
     let page = inspect(&ctx, move |state| {
         if user.is_some() {
-            manage::user_balance(state, &balance, user.as_deref(), program.as_deref())?;
+            manage::balances::user_balance(state, &balance, user.as_deref(), program.as_deref())?;
         } else if !state.balances.contains_key(&balance) {
             return Err(ManageError::NotFound {
-                code: "BALANCE_NOT_FOUND",
+                code: ErrorCode::BalanceNotFound,
                 message: format!("no balance {balance:?}"),
             });
         }
         filter.balance = Some(balance);
-        Ok(manage::history(state, &filter))
+        Ok(manage::history::history(state, &filter))
     })
     .await?;
     ok(&page)
@@ -1626,16 +1643,16 @@ async fn card_history(ctx: Arc<HttpContext>, call: Call) -> Result<HttpResponse,
     let mut filter = history_filter(&call)?;
     let page = inspect(&ctx, move |state| {
         let missing = || ManageError::NotFound {
-            code: "CARD_NOT_FOUND",
+            code: ErrorCode::CardNotFound,
             message: format!("no card {card:?}"),
         };
         let found = state.cards.get(&card).ok_or_else(missing)?;
         if let Some((user, program)) = &scope {
-            manage::user_balance(state, &found.balance, Some(user), program.as_deref())
+            manage::balances::user_balance(state, &found.balance, Some(user), program.as_deref())
                 .map_err(|_| missing())?;
         }
         filter.card = Some(card);
-        Ok(manage::history(state, &filter))
+        Ok(manage::history::history(state, &filter))
     })
     .await?;
     ok(&page)

@@ -12,7 +12,8 @@ use crate::authz::lock_reason;
 use crate::domain::calendar;
 use crate::domain::model::{BalanceOwner, Card, CardState, CardType, Kyc};
 use crate::engine::state::{Changes, State};
-use crate::manage::{self, ManageError};
+use crate::manage::error::ErrorCode;
+use crate::manage::{balances, customers, ManageError};
 use crate::security::cvv;
 use crate::security::pinblock::Pin;
 use crate::security::secrets::{mask_pan, CardSecrets};
@@ -112,12 +113,12 @@ impl std::fmt::Debug for CardData {
 
 fn missing(card: &str) -> ManageError {
     ManageError::NotFound {
-        code: "CARD_NOT_FOUND",
+        code: ErrorCode::CardNotFound,
         message: format!("no card {card:?}"),
     }
 }
 
-fn conflict(code: &'static str, message: impl Into<String>) -> ManageError {
+fn conflict(code: ErrorCode, message: impl Into<String>) -> ManageError {
     ManageError::Conflict {
         code,
         message: message.into(),
@@ -224,28 +225,28 @@ fn issue(
     card_type: CardType,
     now: u64,
 ) -> Result<(Card, CardData), ManageError> {
-    let user = manage::customer(state, customer, scope.program.as_deref())?.clone();
+    let user = customers::customer(state, customer, scope.program.as_deref())?.clone();
     if user.kyc != Kyc::Verified {
         return Err(conflict(
-            "KYC_NOT_ACCEPTED",
+            ErrorCode::KycNotAccepted,
             "cards are issued only to customers whose KYC is accepted",
         ));
     }
-    manage::user_balance(state, balance_id, Some(&user.id), scope.program.as_deref())?;
+    balances::user_balance(state, balance_id, Some(&user.id), scope.program.as_deref())?;
     let program =
         state
             .programs
             .get(&user.program)
             .cloned()
             .ok_or_else(|| ManageError::NotFound {
-                code: "PROGRAM_NOT_FOUND",
+                code: ErrorCode::ProgramNotFound,
                 message: "the customer's program is gone".into(),
             })?;
     let secrets = &keys.secrets;
     let pan = vault::generate_pan(&program.bin, 16, |candidate| {
         state.card_by_pan.contains_key(&secrets.pan_hash(candidate))
     })
-    .map_err(|e| conflict("PAN_RANGE_EXHAUSTED", e.to_string()))?;
+    .map_err(|e| conflict(ErrorCode::PanRangeExhausted, e.to_string()))?;
     // From here the card is issued.
     let id = format!("card_{}", changes.next_in_sequence(state, "card"));
     let expiry = expiry_after(now, program.card_validity_months);
@@ -361,12 +362,15 @@ pub fn confirm_personalised(
     let mut card = card(state, id, &Scope::any())?.clone();
     if card.card_type != CardType::Physical {
         return Err(conflict(
-            "NOT_A_PHYSICAL_CARD",
+            ErrorCode::NotAPhysicalCard,
             "only physical cards are personalised",
         ));
     }
     if card.linked {
-        return Err(conflict("ALREADY_LINKED", "the card is already linked"));
+        return Err(conflict(
+            ErrorCode::AlreadyLinked,
+            "the card is already linked",
+        ));
     }
     card.linked = true;
     Ok(update(state, changes, card))
@@ -387,13 +391,13 @@ pub fn print_virtual(
         .is_some_and(|p| p.digital_first);
     if !digital_first {
         return Err(conflict(
-            "NOT_DIGITAL_FIRST",
+            ErrorCode::NotDigitalFirst,
             "the card's program is not registered in Digital First",
         ));
     }
     if card.card_type != CardType::Virtual || card.state == CardState::Removed {
         return Err(conflict(
-            "NOT_PRINTABLE",
+            ErrorCode::NotPrintable,
             "only a virtual card that is not removed can be printed",
         ));
     }
@@ -411,13 +415,18 @@ pub fn activate(
 ) -> Result<CardView, ManageError> {
     let mut card = card(state, id, scope)?.clone();
     match (card.state, card.linked) {
-        (CardState::Removed, _) => return Err(conflict("CARD_REMOVED", "the card was removed")),
+        (CardState::Removed, _) => {
+            return Err(conflict(ErrorCode::CardRemoved, "the card was removed"))
+        }
         (CardState::Active, _) => {
-            return Err(conflict("ALREADY_ACTIVE", "the card is already active"))
+            return Err(conflict(
+                ErrorCode::AlreadyActive,
+                "the card is already active",
+            ))
         }
         (CardState::Inactive, false) => {
             return Err(conflict(
-                "NOT_PERSONALISED",
+                ErrorCode::NotPersonalised,
                 "the personalisation centre has not confirmed the card yet",
             ))
         }
@@ -438,18 +447,18 @@ pub fn lock(
 ) -> Result<CardView, ManageError> {
     if lock_reason(reason).is_none() {
         return Err(ManageError::Invalid {
-            code: "INVALID_LOCK_REASON",
+            code: ErrorCode::InvalidLockReason,
             message: "the reason is 1 to 8".into(),
         });
     }
     let mut card = card(state, id, scope)?.clone();
     if card.state == CardState::Removed {
-        return Err(conflict("CARD_REMOVED", "the card was removed"));
+        return Err(conflict(ErrorCode::CardRemoved, "the card was removed"));
     }
     if let Some(current) = card.lock.and_then(lock_reason) {
         if current.irreversible && current.number != reason {
             return Err(conflict(
-                "LOCK_IRREVERSIBLE",
+                ErrorCode::LockIrreversible,
                 format!(
                     "the card is locked for good ({}); the reason cannot change",
                     current.name
@@ -470,14 +479,14 @@ pub fn unlock(
 ) -> Result<CardView, ManageError> {
     let mut card = card(state, id, scope)?.clone();
     if card.state == CardState::Removed {
-        return Err(conflict("CARD_REMOVED", "the card was removed"));
+        return Err(conflict(ErrorCode::CardRemoved, "the card was removed"));
     }
     let Some(current) = card.lock.and_then(lock_reason) else {
-        return Err(conflict("NOT_LOCKED", "the card is not locked"));
+        return Err(conflict(ErrorCode::NotLocked, "the card is not locked"));
     };
     if current.irreversible {
         return Err(conflict(
-            "LOCK_IRREVERSIBLE",
+            ErrorCode::LockIrreversible,
             format!("a card locked as \"{}\" cannot be unlocked", current.name),
         ));
     }
@@ -497,7 +506,10 @@ pub fn remove(
 ) -> Result<CardView, ManageError> {
     let mut card = card(state, id, scope)?.clone();
     if card.state == CardState::Removed {
-        return Err(conflict("CARD_REMOVED", "the card was already removed"));
+        return Err(conflict(
+            ErrorCode::CardRemoved,
+            "the card was already removed",
+        ));
     }
     card.state = CardState::Removed;
     Ok(update(state, changes, card))
@@ -506,13 +518,13 @@ pub fn remove(
 fn clear_pan(keys: &CardKeys, card: &Card) -> Result<Vec<u8>, ManageError> {
     let sealed = card.pan_sealed.as_deref().ok_or_else(|| {
         conflict(
-            "CARD_DATA_UNAVAILABLE",
+            ErrorCode::CardDataUnavailable,
             "this card's PAN is not held by Antaca",
         )
     })?;
     keys.vault.open_pan(&card.id, sealed).map_err(|_| {
         conflict(
-            "CARD_DATA_UNAVAILABLE",
+            ErrorCode::CardDataUnavailable,
             "this card's sealed PAN cannot be opened",
         )
     })
@@ -527,7 +539,7 @@ pub fn full_data(
 ) -> Result<CardData, ManageError> {
     let card = card(state, id, scope)?;
     if card.state == CardState::Removed {
-        return Err(conflict("CARD_REMOVED", "the card was removed"));
+        return Err(conflict(ErrorCode::CardRemoved, "the card was removed"));
     }
     let pan = clear_pan(keys, card)?;
     let cvv = card.cvv_generation.map(|generation| {
@@ -559,12 +571,12 @@ pub fn reset_cvv(
     let mut card = card(state, id, scope)?.clone();
     if !matches!(card.card_type, CardType::Virtual | CardType::DigitalFirst) {
         return Err(conflict(
-            "CVV_RESET_NOT_ALLOWED",
+            ErrorCode::CvvResetNotAllowed,
             "the CVV2 is reset for virtual and Digital First cards",
         ));
     }
     if card.state == CardState::Removed {
-        return Err(conflict("CARD_REMOVED", "the card was removed"));
+        return Err(conflict(ErrorCode::CardRemoved, "the card was removed"));
     }
     clear_pan(keys, &card)?;
     card.cvv_generation = Some(card.cvv_generation.map_or(1, |g| g.wrapping_add(1)));
@@ -586,12 +598,12 @@ pub fn set_pin(
     let mut card = card(state, id, scope)?.clone();
     if !matches!(card.card_type, CardType::Physical | CardType::DigitalFirst) {
         return Err(conflict(
-            "PIN_NOT_ALLOWED",
+            ErrorCode::PinNotAllowed,
             "a PIN is set on physical and Digital First cards",
         ));
     }
     if card.state == CardState::Removed {
-        return Err(conflict("CARD_REMOVED", "the card was removed"));
+        return Err(conflict(ErrorCode::CardRemoved, "the card was removed"));
     }
     card.pin_hash = Some(keys.secrets.pin_hash(&card.id, pin.as_bytes()));
     card.pin_tries = 0;
