@@ -6,6 +6,7 @@ mod common;
 
 use antaca::http::routes::{routes, Access};
 use antaca::http::sessions::Role;
+use antaca::manage::error::ErrorCode;
 use common::*;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
@@ -256,6 +257,73 @@ fn every_reference_resolves() {
     let mut missing = Vec::new();
     walk(&spec, &spec, &mut missing);
     assert!(missing.is_empty(), "unresolved $ref: {missing:?}");
+}
+
+/// The codes a response description names after "Codes:", in backticks.
+fn codes_named_in(description: &str) -> Vec<String> {
+    let Some((_, tail)) = description.split_once("Codes:") else {
+        return Vec::new();
+    };
+    tail.split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|word| {
+            word.starts_with(|c: char| c.is_ascii_uppercase())
+                && word
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// The error-code list of the document (the Error schema's `code` enum) is
+/// exactly `ErrorCode::ALL`, and every code a response names is in it: a code
+/// in the code and not in the document, or the other way round, fails here.
+#[test]
+fn the_error_codes_of_the_document_are_the_error_code_enum() {
+    let spec = spec();
+    let listed: BTreeSet<String> = spec["components"]["schemas"]["Error"]["properties"]["code"]
+        ["enum"]
+        .as_array()
+        .expect("the Error schema's code has an enum")
+        .iter()
+        .map(|v| v.as_str().expect("codes are strings").to_string())
+        .collect();
+    let known: BTreeSet<String> = ErrorCode::ALL
+        .iter()
+        .map(|c| c.as_str().to_string())
+        .collect();
+    let missing: Vec<&String> = known.difference(&listed).collect();
+    assert!(
+        missing.is_empty(),
+        "ErrorCodes not in the document's list: {missing:?}"
+    );
+    let unknown: Vec<&String> = listed.difference(&known).collect();
+    assert!(
+        unknown.is_empty(),
+        "listed codes that are no ErrorCode: {unknown:?}"
+    );
+
+    let mut named = Vec::new();
+    let paths = spec["paths"].as_object().expect("paths");
+    for (path, item) in paths {
+        for (method, op) in item.as_object().expect("path item") {
+            let responses = op["responses"].as_object().cloned().unwrap_or_default();
+            for (status, response) in &responses {
+                let description = response["description"].as_str().unwrap_or("");
+                for code in codes_named_in(description) {
+                    if ErrorCode::from_wire(&code).is_none() {
+                        named.push(format!("{method} {path} {status}: {code}"));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        named.is_empty(),
+        "responses name codes that are no ErrorCode: {named:?}"
+    );
 }
 
 /// Checks a value against a schema of the document: types, required
