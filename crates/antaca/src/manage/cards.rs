@@ -112,17 +112,12 @@ impl std::fmt::Debug for CardData {
 }
 
 fn missing(card: &str) -> ManageError {
-    ManageError::NotFound {
-        code: ErrorCode::CardNotFound,
-        message: format!("no card {card:?}"),
-    }
+    ManageError::not_found(ErrorCode::CardNotFound, format!("no card {card:?}"))
 }
 
-fn conflict(code: ErrorCode, message: impl Into<String>) -> ManageError {
-    ManageError::Conflict {
-        code,
-        message: message.into(),
-    }
+/// What every operation on a removed card answers.
+fn removed() -> ManageError {
+    ManageError::conflict(ErrorCode::CardRemoved, "the card was removed")
 }
 
 /// The last day of a YYMM expiry month, as `YYYY-MM-DD`.
@@ -227,26 +222,20 @@ fn issue(
 ) -> Result<(Card, CardData), ManageError> {
     let user = customers::customer(state, customer, scope.program.as_deref())?.clone();
     if user.kyc != Kyc::Verified {
-        return Err(conflict(
+        return Err(ManageError::conflict(
             ErrorCode::KycNotAccepted,
             "cards are issued only to customers whose KYC is accepted",
         ));
     }
     balances::user_balance(state, balance_id, Some(&user.id), scope.program.as_deref())?;
-    let program =
-        state
-            .programs
-            .get(&user.program)
-            .cloned()
-            .ok_or_else(|| ManageError::NotFound {
-                code: ErrorCode::ProgramNotFound,
-                message: "the customer's program is gone".into(),
-            })?;
+    let program = state.programs.get(&user.program).cloned().ok_or_else(|| {
+        ManageError::not_found(ErrorCode::ProgramNotFound, "the customer's program is gone")
+    })?;
     let secrets = &keys.secrets;
     let pan = vault::generate_pan(&program.bin, 16, |candidate| {
         state.card_by_pan.contains_key(&secrets.pan_hash(candidate))
     })
-    .map_err(|e| conflict(ErrorCode::PanRangeExhausted, e.to_string()))?;
+    .map_err(|e| ManageError::conflict(ErrorCode::PanRangeExhausted, e.to_string()))?;
     // From here the card is issued.
     let id = format!("card_{}", changes.next_in_sequence(state, "card"));
     let expiry = expiry_after(now, program.card_validity_months);
@@ -361,13 +350,13 @@ pub fn confirm_personalised(
 ) -> Result<CardView, ManageError> {
     let mut card = card(state, id, &Scope::any())?.clone();
     if card.card_type != CardType::Physical {
-        return Err(conflict(
+        return Err(ManageError::conflict(
             ErrorCode::NotAPhysicalCard,
             "only physical cards are personalised",
         ));
     }
     if card.linked {
-        return Err(conflict(
+        return Err(ManageError::conflict(
             ErrorCode::AlreadyLinked,
             "the card is already linked",
         ));
@@ -390,13 +379,13 @@ pub fn print_virtual(
         .get(&card.program)
         .is_some_and(|p| p.digital_first);
     if !digital_first {
-        return Err(conflict(
+        return Err(ManageError::conflict(
             ErrorCode::NotDigitalFirst,
             "the card's program is not registered in Digital First",
         ));
     }
     if card.card_type != CardType::Virtual || card.state == CardState::Removed {
-        return Err(conflict(
+        return Err(ManageError::conflict(
             ErrorCode::NotPrintable,
             "only a virtual card that is not removed can be printed",
         ));
@@ -415,17 +404,15 @@ pub fn activate(
 ) -> Result<CardView, ManageError> {
     let mut card = card(state, id, scope)?.clone();
     match (card.state, card.linked) {
-        (CardState::Removed, _) => {
-            return Err(conflict(ErrorCode::CardRemoved, "the card was removed"))
-        }
+        (CardState::Removed, _) => return Err(removed()),
         (CardState::Active, _) => {
-            return Err(conflict(
+            return Err(ManageError::conflict(
                 ErrorCode::AlreadyActive,
                 "the card is already active",
             ))
         }
         (CardState::Inactive, false) => {
-            return Err(conflict(
+            return Err(ManageError::conflict(
                 ErrorCode::NotPersonalised,
                 "the personalisation centre has not confirmed the card yet",
             ))
@@ -446,18 +433,18 @@ pub fn lock(
     reason: u8,
 ) -> Result<CardView, ManageError> {
     if lock_reason(reason).is_none() {
-        return Err(ManageError::Invalid {
-            code: ErrorCode::InvalidLockReason,
-            message: "the reason is 1 to 8".into(),
-        });
+        return Err(ManageError::invalid(
+            ErrorCode::InvalidLockReason,
+            "the reason is 1 to 8",
+        ));
     }
     let mut card = card(state, id, scope)?.clone();
     if card.state == CardState::Removed {
-        return Err(conflict(ErrorCode::CardRemoved, "the card was removed"));
+        return Err(removed());
     }
     if let Some(current) = card.lock.and_then(lock_reason) {
         if current.irreversible && current.number != reason {
-            return Err(conflict(
+            return Err(ManageError::conflict(
                 ErrorCode::LockIrreversible,
                 format!(
                     "the card is locked for good ({}); the reason cannot change",
@@ -479,13 +466,16 @@ pub fn unlock(
 ) -> Result<CardView, ManageError> {
     let mut card = card(state, id, scope)?.clone();
     if card.state == CardState::Removed {
-        return Err(conflict(ErrorCode::CardRemoved, "the card was removed"));
+        return Err(removed());
     }
     let Some(current) = card.lock.and_then(lock_reason) else {
-        return Err(conflict(ErrorCode::NotLocked, "the card is not locked"));
+        return Err(ManageError::conflict(
+            ErrorCode::NotLocked,
+            "the card is not locked",
+        ));
     };
     if current.irreversible {
-        return Err(conflict(
+        return Err(ManageError::conflict(
             ErrorCode::LockIrreversible,
             format!("a card locked as \"{}\" cannot be unlocked", current.name),
         ));
@@ -506,7 +496,7 @@ pub fn remove(
 ) -> Result<CardView, ManageError> {
     let mut card = card(state, id, scope)?.clone();
     if card.state == CardState::Removed {
-        return Err(conflict(
+        return Err(ManageError::conflict(
             ErrorCode::CardRemoved,
             "the card was already removed",
         ));
@@ -517,13 +507,13 @@ pub fn remove(
 
 fn clear_pan(keys: &CardKeys, card: &Card) -> Result<Vec<u8>, ManageError> {
     let sealed = card.pan_sealed.as_deref().ok_or_else(|| {
-        conflict(
+        ManageError::conflict(
             ErrorCode::CardDataUnavailable,
             "this card's PAN is not held by Antaca",
         )
     })?;
     keys.vault.open_pan(&card.id, sealed).map_err(|_| {
-        conflict(
+        ManageError::conflict(
             ErrorCode::CardDataUnavailable,
             "this card's sealed PAN cannot be opened",
         )
@@ -539,7 +529,7 @@ pub fn full_data(
 ) -> Result<CardData, ManageError> {
     let card = card(state, id, scope)?;
     if card.state == CardState::Removed {
-        return Err(conflict(ErrorCode::CardRemoved, "the card was removed"));
+        return Err(removed());
     }
     let pan = clear_pan(keys, card)?;
     let cvv = card.cvv_generation.map(|generation| {
@@ -570,13 +560,13 @@ pub fn reset_cvv(
 ) -> Result<CardData, ManageError> {
     let mut card = card(state, id, scope)?.clone();
     if !matches!(card.card_type, CardType::Virtual | CardType::DigitalFirst) {
-        return Err(conflict(
+        return Err(ManageError::conflict(
             ErrorCode::CvvResetNotAllowed,
             "the CVV2 is reset for virtual and Digital First cards",
         ));
     }
     if card.state == CardState::Removed {
-        return Err(conflict(ErrorCode::CardRemoved, "the card was removed"));
+        return Err(removed());
     }
     clear_pan(keys, &card)?;
     card.cvv_generation = Some(card.cvv_generation.map_or(1, |g| g.wrapping_add(1)));
@@ -597,13 +587,13 @@ pub fn set_pin(
 ) -> Result<CardView, ManageError> {
     let mut card = card(state, id, scope)?.clone();
     if !matches!(card.card_type, CardType::Physical | CardType::DigitalFirst) {
-        return Err(conflict(
+        return Err(ManageError::conflict(
             ErrorCode::PinNotAllowed,
             "a PIN is set on physical and Digital First cards",
         ));
     }
     if card.state == CardState::Removed {
-        return Err(conflict(ErrorCode::CardRemoved, "the card was removed"));
+        return Err(removed());
     }
     card.pin_hash = Some(keys.secrets.pin_hash(&card.id, pin.as_bytes()));
     card.pin_tries = 0;
