@@ -4,9 +4,9 @@
 use super::api::{self, ApiError, HttpResponse};
 use super::HttpContext;
 use crate::integrations::kyc_provider::{self, KycDecision, Submission};
+use crate::manage;
 use crate::manage::error::ErrorCode;
 use crate::manage::kyc::{Decider, KycCase};
-use crate::manage::{self};
 use std::sync::Arc;
 
 /// Sends a committed automatic KYC case to the provider in the background and
