@@ -109,7 +109,7 @@ fn bench_group_commit(c: &mut Criterion) {
     )
     .expect("import");
     let profile = Profile {
-        dialect: antaca::authz::Dialect::Iso87,
+        dialect: antaca::domain::outcome::Dialect::Iso87,
     };
     let mut stan = 0u32;
     let mut group = c.benchmark_group("group_commit");

@@ -3,7 +3,7 @@
 //! become durable (clients match them on STAN). One task per connection owns
 //! both halves of the socket, so a slow or silent client stalls only itself.
 
-use crate::authz::Outcome;
+use crate::domain::outcome::Outcome;
 use crate::engine::{Command, EngineHandle, Reply};
 use crate::iso8583::{Message, Spec};
 use crate::net::framing::{encode_frame, FrameCodec, LengthHeader};

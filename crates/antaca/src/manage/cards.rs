@@ -8,9 +8,9 @@
 //! derived with the CVV method under the card verification key; the PIN is
 //! kept as a keyed hash.
 
-use crate::authz::lock_reason;
 use crate::domain::calendar;
 use crate::domain::model::{BalanceOwner, Card, CardState, CardType, Kyc};
+use crate::domain::outcome::lock_reason;
 use crate::engine::state::{Changes, State};
 use crate::manage::{self, ManageError};
 use crate::security::cvv;

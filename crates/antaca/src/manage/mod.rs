@@ -9,13 +9,13 @@
 pub mod cards;
 pub mod portfolio;
 
-use crate::authz::Outcome;
 use crate::domain::calendar;
 use crate::domain::model::{
     Account, Balance, BalanceOwner, EntryKind, Funding, JournalEntry, Kyc, Leg, Posting, Txn,
     TxnState, User,
 };
 use crate::domain::money::Currency;
+use crate::domain::outcome::Outcome;
 use crate::engine::state::{Changes, State};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
