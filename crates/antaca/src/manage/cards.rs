@@ -14,8 +14,9 @@ use crate::domain::outcome::lock_reason;
 use crate::engine::state::{Changes, State};
 use crate::manage::{self, ManageError};
 use crate::security::cvv;
+use crate::security::pan::mask_pan;
 use crate::security::pinblock::Pin;
-use crate::security::secrets::{mask_pan, CardSecrets};
+use crate::security::secrets::CardSecrets;
 use crate::security::vault::{self, Vault};
 use serde::Serialize;
 

@@ -112,72 +112,9 @@ impl CardSecrets {
     }
 }
 
-/// A PAN masked for display: first 6 and last 4 digits.
-pub fn mask_pan(pan: &[u8]) -> String {
-    let n = pan.len();
-    if n < 10 {
-        return "*".repeat(n);
-    }
-    let mut out = String::with_capacity(n);
-    for (i, &b) in pan.iter().enumerate() {
-        out.push(if i < 6 || i >= n - 4 {
-            char::from(b)
-        } else {
-            '*'
-        });
-    }
-    out
-}
-
-/// True when the digits pass the Luhn check.
-pub fn luhn_valid(digits: &[u8]) -> bool {
-    if digits.len() < 2 || !digits.iter().all(u8::is_ascii_digit) {
-        return false;
-    }
-    let (payload, check) = digits.split_at(digits.len() - 1);
-    check.first() == Some(&luhn_check_digit(payload))
-}
-
-/// The Luhn check digit (ASCII) that completes `payload` (ASCII digits).
-pub fn luhn_check_digit(payload: &[u8]) -> u8 {
-    let sum: u32 = payload
-        .iter()
-        .rev()
-        .enumerate()
-        .map(|(i, &d)| {
-            let d = u32::from(d.wrapping_sub(b'0') % 10);
-            // The rightmost payload digit is doubled, as the check digit follows it.
-            if i % 2 == 0 {
-                let x = d * 2;
-                if x > 9 {
-                    x - 9
-                } else {
-                    x
-                }
-            } else {
-                d
-            }
-        })
-        .sum();
-    // (10 - sum % 10) % 10 is below 10, so the cast is lossless.
-    b'0' + ((10 - sum % 10) % 10) as u8
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn luhn() {
-        assert!(luhn_valid(b"5355220000000012"));
-        assert!(!luhn_valid(b"5355220000000017"));
-        assert!(!luhn_valid(b"53552200000000a7"));
-    }
-
-    #[test]
-    fn masks_all_but_first_six_and_last_four() {
-        assert_eq!(mask_pan(b"5355220000000017"), "535522******0017");
-    }
 
     #[test]
     fn key_file_is_created_once_and_private() {
