@@ -1,6 +1,7 @@
 //! Card secrets: the data key and keyed hashes (`secrets`), the PAN vault
 //! (`vault`), CVV2 checks (`cvv`), PIN blocks (`pinblock`), and PAN masking
-//! and Luhn (`pan`, a leaf the codec may use).
+//! and Luhn (`pan`, a leaf the codec may use), and the one redacting, wiping
+//! wrapper for all of them (`secret`).
 //!
 //! Owns: every place a clear PAN, CVV2 or PIN exists in memory, and the
 //! masking that keeps them out of logs. Must never touch: the store, a
@@ -9,5 +10,6 @@
 pub mod cvv;
 pub mod pan;
 pub mod pinblock;
+pub mod secret;
 pub mod secrets;
 pub mod vault;
