@@ -2,9 +2,9 @@
 //! in clear. The key lives in a file beside the store, created on first start
 //! with owner-only permissions, and never in the store itself.
 
+use crate::security::keyfile::{self, Access};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use std::io::Write;
 use std::path::Path;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -41,32 +41,30 @@ impl CardSecrets {
     pub fn load_or_create(dir: &Path) -> std::io::Result<CardSecrets> {
         let path = dir.join(KEY_FILE);
         match std::fs::read(&path) {
-            Ok(bytes) => {
-                let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
-                    std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        format!("{} must hold exactly 32 bytes", path.display()),
-                    )
-                })?;
-                Ok(CardSecrets::from_key(key))
-            }
+            Ok(bytes) => CardSecrets::from_file_bytes(&path, &bytes),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 std::fs::create_dir_all(dir)?;
                 let key: [u8; 32] = rand::random();
-                let mut options = std::fs::OpenOptions::new();
-                options.write(true).create_new(true);
-                #[cfg(unix)]
-                {
-                    use std::os::unix::fs::OpenOptionsExt;
-                    options.mode(0o600);
+                if keyfile::write_new(&path, &key, Access::Private)? {
+                    Ok(CardSecrets::from_key(key))
+                } else {
+                    // Another process created it first: use its key.
+                    CardSecrets::from_file_bytes(&path, &std::fs::read(&path)?)
                 }
-                let mut file = options.open(&path)?;
-                file.write_all(&key)?;
-                file.sync_all()?;
-                Ok(CardSecrets::from_key(key))
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// The key read from `path`, which must hold exactly 32 bytes.
+    fn from_file_bytes(path: &Path, bytes: &[u8]) -> std::io::Result<CardSecrets> {
+        let key: [u8; 32] = bytes.try_into().map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{} must hold exactly 32 bytes", path.display()),
+            )
+        })?;
+        Ok(CardSecrets::from_key(key))
     }
 
     fn mac(&self, domain: &[u8], parts: &[&[u8]]) -> [u8; 32] {
