@@ -69,7 +69,7 @@ fn bench_decide(c: &mut Criterion) {
 fn luhn_complete(base: &str) -> String {
     (0..10)
         .map(|d| format!("{base}{d}"))
-        .find(|p| antaca::security::secrets::luhn_valid(p.as_bytes()))
+        .find(|p| antaca::security::pan::luhn_valid(p.as_bytes()))
         .unwrap_or_default()
 }
 
@@ -109,7 +109,7 @@ fn bench_group_commit(c: &mut Criterion) {
     )
     .expect("import");
     let profile = Profile {
-        dialect: antaca::authz::Dialect::Iso87,
+        dialect: antaca::domain::outcome::Dialect::Iso87,
     };
     let mut stan = 0u32;
     let mut group = c.benchmark_group("group_commit");

@@ -20,7 +20,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 fn luhn_complete(base: &str) -> String {
     (0..10)
         .map(|d| format!("{base}{d}"))
-        .find(|p| antaca::security::secrets::luhn_valid(p.as_bytes()))
+        .find(|p| antaca::security::pan::luhn_valid(p.as_bytes()))
         .unwrap_or_default()
 }
 

@@ -23,8 +23,8 @@
 
 mod common;
 
-use antaca::authz::Dialect;
 use antaca::domain::model::Txn;
+use antaca::domain::outcome::Dialect;
 use antaca::iso8583::{Message, Spec};
 use antaca::protocol::{self, Profile};
 use antaca::security::secrets::CardSecrets;
@@ -293,7 +293,7 @@ fn approvals_present(
         };
         assert_eq!(
             txn.outcome,
-            antaca::authz::Outcome::Approved,
+            antaca::domain::outcome::Outcome::Approved,
             "cycle {cycle}: transaction {} was answered approved",
             txn.id
         );

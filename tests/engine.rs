@@ -3,7 +3,7 @@
 
 mod common;
 
-use antaca::authz::Outcome;
+use antaca::domain::outcome::Outcome;
 use antaca::engine::state::{Changes, State};
 use antaca::engine::{Engine, EngineConfig};
 use antaca::iso8583::Message;
@@ -32,7 +32,7 @@ fn engine(store: MemoryStore) -> Engine<MemoryStore> {
 
 fn parse(msg: &Message) -> AuthRequest {
     let profile = Profile {
-        dialect: antaca::authz::Dialect::Iso87,
+        dialect: antaca::domain::outcome::Dialect::Iso87,
     };
     protocol::parse(msg, profile, &secrets()).expect("parse")
 }

@@ -162,7 +162,7 @@ fn a_virtual_card_is_issued_encrypted_used_reset_locked_and_removed() {
     assert!(
         pan.len() == 16
             && pan.starts_with("535522")
-            && antaca::security::secrets::luhn_valid(pan.as_bytes())
+            && antaca::security::pan::luhn_valid(pan.as_bytes())
     );
     assert_eq!(card["cvv"].as_str().map(str::len), Some(3));
     assert!(card["exp"].as_str().is_some_and(|e| e.len() == 10));

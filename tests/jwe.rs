@@ -685,7 +685,7 @@ fn corrupt_key_file_is_an_io_error() -> TestResult {
     std::fs::create_dir_all(dir.path().join("jwe"))?;
     std::fs::write(dir.path().join("jwe").join("server.key"), "not a key")?;
     let err = ServerKeys::load_or_create(dir.path()).err();
-    assert!(matches!(err, Some(JweError::Io(_))), "{err:?}");
+    assert!(matches!(err, Some(JweError::Io { .. })), "{err:?}");
     let err = err.ok_or("no error")?;
     assert_eq!((err.code(), err.status()), ("INTERNAL_ERROR", 500));
     let body: Value = serde_json::from_slice(&err.body())?;

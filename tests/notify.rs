@@ -45,13 +45,13 @@ async fn stop(handle: EngineHandle, writer: std::thread::JoinHandle<()>) {
 /// Spends partner credit "pc" from 100.00 to 9.99, below its 10.00 level.
 async fn drive_pc_below_level(handle: &EngineHandle) {
     let profile = Profile {
-        dialect: antaca::authz::Dialect::Iso87,
+        dialect: antaca::domain::outcome::Dialect::Iso87,
     };
     for (stan, card, amount) in [(1, "cr0", 4_500), (2, "cr1", 4_500), (3, "cr2", 1)] {
         let message = request("0200", &pan(card), "000000", amount, stan);
         let parsed = protocol::parse(&message, profile, &secrets()).expect("parse");
         let response = handle.request(parsed).await.expect("answer");
-        assert_eq!(response.outcome, antaca::authz::Outcome::Approved);
+        assert_eq!(response.outcome, antaca::domain::outcome::Outcome::Approved);
     }
 }
 

@@ -41,10 +41,7 @@ impl std::fmt::Debug for SimCard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SimCard")
             .field("id", &self.id)
-            .field(
-                "pan",
-                &antaca::security::secrets::mask_pan(self.pan.as_bytes()),
-            )
+            .field("pan", &antaca::security::pan::mask_pan(self.pan.as_bytes()))
             .field("bad", &self.bad)
             .finish_non_exhaustive()
     }

@@ -12,6 +12,7 @@
 
 use super::{Dialect, SimError};
 use antaca::iso8583::{Message, Spec};
+use antaca::net::accept::AcceptLoop;
 use antaca::net::framing::{encode_frame, FrameCodec, LengthHeader};
 use antaca::protocol::response_mti;
 use bytes::{Bytes, BytesMut};
@@ -25,6 +26,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
+
+/// The most connections open at once (the benchmarks open at most a few hundred).
+const CONNECTIONS_MAX: usize = 65_536;
 
 /// Fields the answer echoes when the request has them (as the engine does).
 const ECHO_FIELDS: &[usize] = &[
@@ -282,16 +286,12 @@ pub async fn serve(
     log: Option<Arc<SyncLog>>,
     stop: CancellationToken,
 ) {
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                if let Ok((socket, _)) = accepted {
-                    tokio::spawn(connection(socket, Arc::clone(&spec), header, log.clone()));
-                }
-            }
-            _ = stop.cancelled() => return,
-        }
-    }
+    // Connections still open when it stops end with the runtime: the set is dropped.
+    let _open = AcceptLoop::new("echo", CONNECTIONS_MAX)
+        .run(&listener, &stop, |socket, _peer| {
+            connection(socket, Arc::clone(&spec), header, log.clone())
+        })
+        .await;
 }
 
 /// A running echo server on its own thread.

@@ -240,28 +240,6 @@ fn inquiry_and_credit_ignore_funds() {
 }
 
 #[test]
-fn code_table_matches_the_seed() {
-    let expect = [
-        (1, "2008", "41"),
-        (2, "2009", "43"),
-        (3, "1000", "05"),
-        (4, "1016", "05"),
-        (5, "1018", "62"),
-        (6, "1006", "75"),
-        (7, "1002", "59"),
-        (8, "1011", "14"),
-    ];
-    for (n, iso93, iso87) in expect {
-        assert_eq!(Outcome::Locked(n).code(Dialect::Iso93), iso93);
-        assert_eq!(Outcome::Locked(n).code(Dialect::Iso87), iso87);
-    }
-    for o in Outcome::all() {
-        assert_eq!(o.code(Dialect::Iso87).len(), 2);
-        assert_eq!(o.code(Dialect::Iso93).len(), 4);
-    }
-}
-
-#[test]
 fn cvv2_then_pin_after_expiry_before_funds() {
     let b = balance("1.00");
     let mut r = hold(1000);
@@ -368,25 +346,4 @@ fn third_wrong_pin_locks_and_right_pin_resets() {
     r.cvv2_ok = None;
     r.operation = Operation::Forced;
     assert_eq!(pin_tries_after(&c, &r, NOW), None);
-}
-
-#[test]
-fn new_outcomes_have_codes_and_names() {
-    for (o, c87, c93) in [
-        (Outcome::WrongCvv2, "N7", "1022"),
-        (Outcome::IncorrectPin, "55", "1017"),
-        (Outcome::PinUnverifiable, "96", "9009"),
-        (Outcome::FileUpdateRefused, "29", "3006"),
-        (Outcome::FileUpdateUnsupported, "24", "3001"),
-    ] {
-        assert!(Outcome::all().contains(&o));
-        assert_eq!(o.code(Dialect::Iso87), c87);
-        assert_eq!(o.code(Dialect::Iso93), c93);
-    }
-    let names: std::collections::HashSet<_> = Outcome::all()
-        .into_iter()
-        .filter(|o| !matches!(o, Outcome::Locked(_)))
-        .map(Outcome::name)
-        .collect();
-    assert_eq!(names.len(), Outcome::all().len() - 8);
 }

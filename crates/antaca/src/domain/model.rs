@@ -297,7 +297,7 @@ pub struct Txn {
     /// ISO 4217 numeric currency of the amount.
     pub currency: Option<u16>,
     /// The response code sent (dialect independent reason name).
-    pub outcome: crate::authz::Outcome,
+    pub outcome: super::outcome::Outcome,
     /// Approval code (field 38) of an approval.
     pub approval_code: Option<String>,
     /// Field 54 sent (balance inquiries).

@@ -11,8 +11,9 @@ mod ledger;
 pub mod record;
 pub mod state;
 
-use crate::authz::{self, Decision, Operation, Outcome};
+use crate::authz::{self, Decision, Operation};
 use crate::domain::model::{Card, Leg, Txn, TxnState};
+use crate::domain::outcome::{lock_reason, Outcome};
 use crate::protocol::{AuthRequest, AuthResponse, FileAction, MessageClass};
 use crate::security::secrets::CardSecrets;
 use crate::store::{keys, OnDurable, Refused, Store, StoreError};
@@ -1059,7 +1060,7 @@ impl<S: Store> Engine<S> {
         }
         let irreversible = card
             .lock
-            .and_then(authz::lock_reason)
+            .and_then(lock_reason)
             .is_some_and(|r| r.irreversible);
         match request.file_action {
             Some(FileAction::Add { reason }) => {

@@ -20,10 +20,10 @@
 //! panic or a huge allocation. A record that starts with `{` is JSON, as
 //! stores written before this encoding hold them, and is read as such.
 
-use crate::authz::Outcome;
 use crate::domain::model::{
     Account, Balance, BalanceOwner, EntryKind, JournalEntry, Leg, Posting, Txn, TxnState,
 };
+use crate::domain::outcome::Outcome;
 use crate::store::StoreError;
 use rust_decimal::Decimal;
 
@@ -211,61 +211,17 @@ fn read_account(r: &mut Reader<'_>) -> Option<Account> {
     })
 }
 
-/// Outcomes by stored tag (fixed: a new outcome takes the next tag);
-/// `Locked` carries its reason in the next byte.
-const OUTCOMES: [Outcome; 18] = [
-    Outcome::Approved,
-    Outcome::UnknownCard,
-    Outcome::CardRemoved,
-    Outcome::CardNotActivated,
-    Outcome::Locked(0),
-    Outcome::Expired,
-    Outcome::WrongCvv2,
-    Outcome::IncorrectPin,
-    Outcome::PinUnverifiable,
-    Outcome::CurrencyMismatch,
-    Outcome::InsufficientFunds,
-    Outcome::InvalidTransaction,
-    Outcome::DuplicateTransmission,
-    Outcome::AlreadyReversed,
-    Outcome::FormatError,
-    Outcome::SystemMalfunction,
-    Outcome::FileUpdateRefused,
-    Outcome::FileUpdateUnsupported,
-];
-
-fn outcome_tag(outcome: Outcome) -> u8 {
-    match outcome {
-        Outcome::Approved => 0,
-        Outcome::UnknownCard => 1,
-        Outcome::CardRemoved => 2,
-        Outcome::CardNotActivated => 3,
-        Outcome::Locked(_) => 4,
-        Outcome::Expired => 5,
-        Outcome::WrongCvv2 => 6,
-        Outcome::IncorrectPin => 7,
-        Outcome::PinUnverifiable => 8,
-        Outcome::CurrencyMismatch => 9,
-        Outcome::InsufficientFunds => 10,
-        Outcome::InvalidTransaction => 11,
-        Outcome::DuplicateTransmission => 12,
-        Outcome::AlreadyReversed => 13,
-        Outcome::FormatError => 14,
-        Outcome::SystemMalfunction => 15,
-        Outcome::FileUpdateRefused => 16,
-        Outcome::FileUpdateUnsupported => 17,
-    }
-}
-
+/// Outcomes are stored by their tag from the one outcome table
+/// (`domain::outcome::OUTCOMES`); `Locked` carries its reason in the next byte.
 fn put_outcome(out: &mut Vec<u8>, outcome: Outcome) {
-    out.push(outcome_tag(outcome));
+    out.push(outcome.tag());
     if let Outcome::Locked(reason) = outcome {
         out.push(reason);
     }
 }
 
 fn read_outcome(r: &mut Reader<'_>) -> Option<Outcome> {
-    match by_tag(&OUTCOMES, r.u8()?)? {
+    match Outcome::from_tag(r.u8()?)? {
         Outcome::Locked(_) => Some(Outcome::Locked(r.u8()?)),
         outcome => Some(outcome),
     }
@@ -584,10 +540,7 @@ pub(super) mod tests {
 
     #[test]
     fn every_tag_round_trips() {
-        // The stored tags are fixed forever; the table is their inverse.
-        for (tag, outcome) in OUTCOMES.iter().enumerate() {
-            assert_eq!(usize::from(outcome_tag(*outcome)), tag);
-        }
+        // The stored tags are fixed forever (the outcome table pins them).
         for outcome in Outcome::all() {
             let mut t = txn();
             t.outcome = outcome;

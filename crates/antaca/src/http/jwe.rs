@@ -35,8 +35,8 @@
 //! `CANT_DECRYPT_PAYLOAD`.
 
 use std::fmt;
-use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine;
@@ -47,6 +47,8 @@ use josekit::jwk::alg::rsa::RsaKeyPair;
 use josekit::jwk::KeyPair;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+
+use crate::security::keyfile::{self, Access};
 
 /// Name of the header that says whether the request is encrypted.
 pub const ENCRYPTED_REQUEST_HEADER: &str = "encrypted-request";
@@ -72,7 +74,7 @@ const GCM_IV_LEN: usize = 12;
 const GCM_TAG_LEN: usize = 16;
 
 /// Why a request could not be opened or a response sealed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum JweError {
     /// The endpoint requires encryption and the request is not encrypted.
     EncryptionRequired,
@@ -82,9 +84,38 @@ pub enum JweError {
     InvalidPayload(String),
     /// A well-formed JWE that does not decrypt under our key.
     CantDecrypt,
-    /// A local failure (key files, crypto library); answered as 500.
-    Io(String),
+    /// A key file could not be read or written, or holds no usable key; answered as 500.
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What the file system said (shared, so that the error stays `Clone`).
+        source: Arc<std::io::Error>,
+    },
+    /// A local failure of the crypto library; answered as 500.
+    Internal(String),
 }
+
+impl PartialEq for JweError {
+    fn eq(&self, other: &JweError) -> bool {
+        match (self, other) {
+            (JweError::EncryptionRequired, JweError::EncryptionRequired)
+            | (JweError::CantDecrypt, JweError::CantDecrypt) => true,
+            (JweError::InvalidPublicKey(a), JweError::InvalidPublicKey(b))
+            | (JweError::InvalidPayload(a), JweError::InvalidPayload(b))
+            | (JweError::Internal(a), JweError::Internal(b)) => a == b,
+            (
+                JweError::Io { path, source },
+                JweError::Io {
+                    path: other_path,
+                    source: other_source,
+                },
+            ) => path == other_path && source.kind() == other_source.kind(),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for JweError {}
 
 impl JweError {
     /// The API error code (`ENCRYPTION_REQUIRED`, `INVALID_PUBLIC_KEY`, ...).
@@ -94,14 +125,14 @@ impl JweError {
             JweError::InvalidPublicKey(_) => "INVALID_PUBLIC_KEY",
             JweError::InvalidPayload(_) => "INVALID_PAYLOAD",
             JweError::CantDecrypt => "CANT_DECRYPT_PAYLOAD",
-            JweError::Io(_) => "INTERNAL_ERROR",
+            JweError::Io { .. } | JweError::Internal(_) => "INTERNAL_ERROR",
         }
     }
 
-    /// The HTTP status: 400 for every client error, 500 for [`JweError::Io`].
+    /// The HTTP status: 400 for every client error, 500 for a local failure.
     pub fn status(&self) -> u16 {
         match self {
-            JweError::Io(_) => 500,
+            JweError::Io { .. } | JweError::Internal(_) => 500,
             _ => 400,
         }
     }
@@ -110,7 +141,7 @@ impl JweError {
     pub fn body(&self) -> Vec<u8> {
         let message = match self {
             // Do not leak local paths or library internals to the client.
-            JweError::Io(_) => "internal error".to_string(),
+            JweError::Io { .. } | JweError::Internal(_) => "internal error".to_string(),
             other => other.to_string(),
         };
         serde_json::json!({ "code": self.code(), "message": message })
@@ -133,12 +164,22 @@ impl fmt::Display for JweError {
             JweError::CantDecrypt => {
                 write!(f, "the payload cannot be decrypted with the server key")
             }
-            JweError::Io(why) => write!(f, "JWE key store: {why}"),
+            JweError::Io { path, source } => {
+                write!(f, "JWE key store: {}: {source}", path.display())
+            }
+            JweError::Internal(why) => write!(f, "JWE key store: {why}"),
         }
     }
 }
 
-impl std::error::Error for JweError {}
+impl std::error::Error for JweError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            JweError::Io { source, .. } => Some(source.as_ref()),
+            _ => None,
+        }
+    }
+}
 
 /// The server's RSA key pair, used to decrypt requests.
 pub struct ServerKeys {
@@ -163,15 +204,17 @@ impl ServerKeys {
         let dir = data_dir.join("jwe");
         let key_path = dir.join("server.key");
         let pub_path = dir.join("server.pub.pem");
-        create_private_dir(&dir)?;
+        keyfile::create_private_dir(&dir).map_err(io_error(&dir))?;
         let private_pem = match std::fs::read(&key_path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let pair = RsaKeyPair::generate(SERVER_KEY_BITS)
-                    .map_err(|e| JweError::Io(format!("generating the server key: {e}")))?;
+                    .map_err(|e| JweError::Internal(format!("generating the server key: {e}")))?;
                 let pem = pair.to_pem_private_key();
                 // Another process may have won the race; then use its key.
-                if !write_new_no_clobber(&key_path, &pem, true)? {
+                let created = keyfile::write_new(&key_path, &pem, Access::Private)
+                    .map_err(io_error(&key_path))?;
+                if !created {
                     std::fs::read(&key_path).map_err(io_error(&key_path))?
                 } else {
                     pem
@@ -179,12 +222,14 @@ impl ServerKeys {
             }
             Err(e) => return Err(io_error(&key_path)(e)),
         };
-        let keys = ServerKeys::from_private_pem(&private_pem)
-            .map_err(|why| JweError::Io(format!("{}: {why}", key_path.display())))?;
+        let keys = ServerKeys::from_private_pem(&private_pem).map_err(|why| {
+            io_error(&key_path)(std::io::Error::new(std::io::ErrorKind::InvalidData, why))
+        })?;
         // Keep server.pub.pem in step with the private key.
         let current = std::fs::read(&pub_path).ok();
         if current.as_deref() != Some(keys.public_pem.as_bytes()) {
-            replace_file(&pub_path, keys.public_pem.as_bytes())?;
+            keyfile::replace(&pub_path, keys.public_pem.as_bytes(), Access::Public)
+                .map_err(io_error(&pub_path))?;
         }
         Ok(keys)
     }
@@ -326,7 +371,7 @@ pub fn encrypt_response(client: &ClientKey, plaintext: &[u8]) -> Result<Vec<u8>,
     let mut header = JweHeader::new();
     header.set_content_encryption(CONTENT_ENCRYPTION);
     let compact = josekit::jwe::serialize_compact(plaintext, &header, &client.encrypter)
-        .map_err(|e| JweError::Io(format!("encrypting the response: {e}")))?;
+        .map_err(|e| JweError::Internal(format!("encrypting the response: {e}")))?;
     Ok(serde_json::json!({ "payload": compact })
         .to_string()
         .into_bytes())
@@ -702,84 +747,8 @@ fn first_line(s: &str) -> &str {
 }
 
 fn io_error(path: &Path) -> impl Fn(std::io::Error) -> JweError + '_ {
-    move |e| JweError::Io(format!("{}: {e}", path.display()))
-}
-
-fn create_private_dir(dir: &Path) -> Result<(), JweError> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        builder.mode(0o700);
-    }
-    builder.create(dir).map_err(io_error(dir))
-}
-
-fn temp_path(path: &Path) -> PathBuf {
-    let suffix: u64 = rand::random();
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".tmp-{suffix:016x}"));
-    path.with_file_name(name)
-}
-
-fn write_temp(path: &Path, bytes: &[u8], private: bool) -> Result<PathBuf, JweError> {
-    let tmp = temp_path(path);
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(if private { 0o600 } else { 0o644 });
-    }
-    #[cfg(not(unix))]
-    let _ = private;
-    let result = (|| {
-        let mut file = options.open(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()
-    })();
-    match result {
-        Ok(()) => Ok(tmp),
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            Err(io_error(&tmp)(e))
-        }
-    }
-}
-
-/// Writes a complete file at `path` unless one exists; false if another writer got there first.
-fn write_new_no_clobber(path: &Path, bytes: &[u8], private: bool) -> Result<bool, JweError> {
-    let tmp = write_temp(path, bytes, private)?;
-    // hard_link fails if `path` exists, so a finished key is never replaced and
-    // a reader never sees a half-written one.
-    let linked = std::fs::hard_link(&tmp, path);
-    let _ = std::fs::remove_file(&tmp);
-    match linked {
-        Ok(()) => {
-            sync_dir(path);
-            Ok(true)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-        Err(e) => Err(io_error(path)(e)),
-    }
-}
-
-/// Replaces `path` atomically (temporary file, then rename).
-fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), JweError> {
-    let tmp = write_temp(path, bytes, false)?;
-    if let Err(e) = std::fs::rename(&tmp, path) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io_error(path)(e));
-    }
-    sync_dir(path);
-    Ok(())
-}
-
-fn sync_dir(path: &Path) {
-    if let Some(dir) = path.parent() {
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
+    move |source| JweError::Io {
+        path: path.to_path_buf(),
+        source: Arc::new(source),
     }
 }

@@ -13,6 +13,7 @@ pub mod tls;
 pub mod trusted_identity;
 
 use crate::engine::EngineHandle;
+use crate::net::accept::AcceptLoop;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -197,40 +198,21 @@ pub async fn handle(
 
 /// Serves the plain HTTP/1.1 listener (app and admin channels) until `shutdown`.
 pub async fn serve(listener: TcpListener, ctx: Arc<HttpContext>, shutdown: CancellationToken) {
-    let mut tasks = tokio::task::JoinSet::new();
-    let permits = Arc::new(tokio::sync::Semaphore::new(ctx.max_connections));
-    loop {
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-        };
-        let (socket, _) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "http accept failed");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
-        };
-        let ctx = ctx.clone();
-        let shutdown = shutdown.clone();
-        tasks.spawn(async move {
-            let _permit = permit;
-            let header_timeout = ctx.header_timeout;
-            let service = service_fn(move |request| {
-                let ctx = ctx.clone();
-                async move { Ok::<_, Infallible>(handle(ctx, request, None).await) }
-            });
-            serve_connection(TokioIo::new(socket), service, header_timeout, shutdown).await;
-        });
-        while tasks.try_join_next().is_some() {}
-    }
+    let accept = AcceptLoop::new("http", ctx.max_connections);
+    let mut tasks = accept
+        .run(&listener, &shutdown, |socket, _peer| {
+            let ctx = ctx.clone();
+            let shutdown = shutdown.clone();
+            async move {
+                let header_timeout = ctx.header_timeout;
+                let service = service_fn(move |request| {
+                    let ctx = ctx.clone();
+                    async move { Ok::<_, Infallible>(handle(ctx, request, None).await) }
+                });
+                serve_connection(TokioIo::new(socket), service, header_timeout, shutdown).await;
+            }
+        })
+        .await;
     while tasks.join_next().await.is_some() {}
 }
 

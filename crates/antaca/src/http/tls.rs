@@ -4,6 +4,7 @@
 //! hyper, the identity handed to every request.
 
 use crate::ca::{partner_identity, PartnerIdentity};
+use crate::net::accept::AcceptLoop;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -16,7 +17,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
@@ -38,33 +38,13 @@ pub async fn serve_tls<F, Fut>(
     Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
 {
     let acceptor = TlsAcceptor::from(config);
-    let permits = Arc::new(Semaphore::new(CONNECTIONS_MAX));
-    let mut tasks = tokio::task::JoinSet::new();
-    loop {
-        // Wait for a free slot before accepting, so a flood queues in the backlog.
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            permit = Arc::clone(&permits).acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-        };
-        let (socket, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "tls accept failed");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
-        };
+    let accept = AcceptLoop::new("tls", CONNECTIONS_MAX);
+    let mut tasks = accept
+        .run(&listener, &shutdown, |socket, peer| {
         let acceptor = acceptor.clone();
         let handler = handler.clone();
         let shutdown = shutdown.clone();
-        tasks.spawn(async move {
-            let _permit = permit;
+        async move {
             let handshake = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 done = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(socket)) => done,
@@ -114,8 +94,8 @@ pub async fn serve_tls<F, Fut>(
                     let _ = tokio::time::timeout(DRAIN_TIMEOUT, connection).await;
                 }
             }
-        });
-        while tasks.try_join_next().is_some() {}
-    }
+        }
+        })
+        .await;
     while tasks.join_next().await.is_some() {}
 }

@@ -10,6 +10,7 @@ use std::fmt;
 use bytes::Bytes;
 
 use super::spec::{is_sensitive, MAX_FIELD};
+use crate::security::pan::mask_pan;
 
 /// An ISO 8583 message: MTI and logical field values (no bitmaps).
 #[derive(Clone, PartialEq, Eq)]
@@ -177,16 +178,6 @@ impl Iterator for FieldNumbers {
         let lz = self.0.leading_zeros() as usize;
         self.0 &= !(1u128 << (127 - lz));
         Some(lz + 1)
-    }
-}
-
-fn mask_pan(v: &[u8]) -> String {
-    if v.len() > 10 && v.iter().all(u8::is_ascii_digit) {
-        let head = String::from_utf8_lossy(&v[..6]);
-        let tail = String::from_utf8_lossy(&v[v.len() - 4..]);
-        format!("{head}{}{tail}", "*".repeat(v.len() - 10))
-    } else {
-        "***".to_string()
     }
 }
 

@@ -3,9 +3,10 @@
 //! become durable (clients match them on STAN). One task per connection owns
 //! both halves of the socket, so a slow or silent client stalls only itself.
 
-use crate::authz::Outcome;
+use crate::domain::outcome::Outcome;
 use crate::engine::{Command, EngineHandle, Reply};
 use crate::iso8583::{Message, Spec};
+use crate::net::accept::AcceptLoop;
 use crate::net::framing::{encode_frame, FrameCodec, LengthHeader};
 use crate::protocol::{self, AuthResponse, MessageClass, ParseError, Profile};
 use crate::security::secrets::CardSecrets;
@@ -16,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 
@@ -72,45 +73,21 @@ pub struct IsoContext {
 /// Accepts connections until `shutdown` is cancelled, then waits for every
 /// connection to answer what it has in flight.
 pub async fn serve(listener: TcpListener, context: Arc<IsoContext>, shutdown: CancellationToken) {
-    let limit = Arc::new(Semaphore::new(context.config.max_connections));
-    let mut tasks = tokio::task::JoinSet::new();
-    let mut backoff = Duration::from_millis(1);
-    loop {
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            permit = limit.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
-        let accepted = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((socket, peer)) => {
-                backoff = Duration::from_millis(1);
-                let context = context.clone();
-                let shutdown = shutdown.clone();
-                metrics::counter!("antaca_iso_connections_total").increment(1);
-                metrics::gauge!("antaca_iso_connections_open").increment(1.0);
-                tasks.spawn(async move {
-                    let _permit = permit;
-                    let _open = OpenConnection;
-                    if let Err(e) = Connection::new(socket, peer, context).run(shutdown).await {
-                        tracing::debug!(%peer, error = %e, "connection closed");
-                    }
-                });
+    let accept = AcceptLoop::new("iso8583", context.config.max_connections);
+    let mut tasks = accept
+        .run(&listener, &shutdown, |socket, peer| {
+            let context = context.clone();
+            let shutdown = shutdown.clone();
+            metrics::counter!("antaca_iso_connections_total").increment(1);
+            metrics::gauge!("antaca_iso_connections_open").increment(1.0);
+            async move {
+                let _open = OpenConnection;
+                if let Err(e) = Connection::new(socket, peer, context).run(shutdown).await {
+                    tracing::debug!(%peer, error = %e, "connection closed");
+                }
             }
-            Err(e) => {
-                // Out of file descriptors and the like: back off rather than spin.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-            }
-        }
-        while tasks.try_join_next().is_some() {}
-    }
+        })
+        .await;
     while tasks.join_next().await.is_some() {}
 }
 

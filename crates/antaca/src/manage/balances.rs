@@ -5,7 +5,7 @@
 use super::customers::customer;
 use super::error::ErrorCode;
 use super::{valid_id, ManageError};
-use crate::authz::Outcome;
+use crate::domain::outcome::Outcome;
 use crate::domain::model::{
     Account, Balance, BalanceOwner, EntryKind, Funding, JournalEntry, Kyc, Leg, Posting, Txn,
     TxnState,

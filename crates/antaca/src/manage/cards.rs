@@ -8,15 +8,16 @@
 //! derived with the CVV method under the card verification key; the PIN is
 //! kept as a keyed hash.
 
-use crate::authz::lock_reason;
 use crate::domain::calendar;
 use crate::domain::model::{BalanceOwner, Card, CardState, CardType, Kyc};
+use crate::domain::outcome::lock_reason;
 use crate::engine::state::{Changes, State};
 use crate::manage::error::ErrorCode;
 use crate::manage::{balances, customers, ManageError};
 use crate::security::cvv;
+use crate::security::pan::mask_pan;
 use crate::security::pinblock::Pin;
-use crate::security::secrets::{mask_pan, CardSecrets};
+use crate::security::secrets::CardSecrets;
 use crate::security::vault::{self, Vault};
 use serde::Serialize;
 

@@ -3,7 +3,7 @@
 //! touches HTTP, ISO 8583 or the store.
 
 use super::rfc3339;
-use crate::authz::Outcome;
+use crate::domain::outcome::Outcome;
 use crate::domain::calendar;
 use crate::domain::model::{Txn, TxnState};
 use crate::domain::money::Currency;

@@ -8,7 +8,8 @@ use crate::domain::model::{
 };
 use crate::domain::money::Currency;
 use crate::engine::Engine;
-use crate::security::secrets::{luhn_valid, mask_pan, CardSecrets};
+use crate::security::pan::{luhn_valid, mask_pan};
+use crate::security::secrets::CardSecrets;
 use crate::store::{Store, StoreError};
 use rust_decimal::Decimal;
 use serde::Deserialize;

@@ -2,11 +2,11 @@
 //! knows field numbers. It reads fields, checks their form, and builds the
 //! response message; it decides nothing about cards or money.
 
-use crate::authz::{Dialect, Outcome};
 use crate::domain::money::Currency;
+use crate::domain::outcome::{Dialect, Outcome};
 use crate::iso8583::{Message, Spec, TlvLocation};
 use crate::security::pinblock::{Pin, ZonePinKey};
-use crate::security::secrets::{mask_pan, CardSecrets};
+use crate::security::{pan::mask_pan, secrets::CardSecrets};
 use bytes::Bytes;
 
 /// The kind of message by its MTI class (second digit).

@@ -1,11 +1,17 @@
 //! Card secrets: the data key and keyed hashes (`secrets`), the PAN vault
-//! (`vault`), CVV2 checks (`cvv`) and PIN blocks (`pinblock`).
+//! (`vault`), CVV2 checks (`cvv`), PIN blocks (`pinblock`), and PAN masking
+//! and Luhn (`pan`, a leaf the codec may use), and the one redacting, wiping
+//! wrapper for all of them (`secret`); key files written whole, private by
+//! default (`keyfile`).
 //!
 //! Owns: every place a clear PAN, CVV2 or PIN exists in memory, and the
 //! masking that keeps them out of logs. Must never touch: the store, a
 //! socket, a decision.
 
 pub mod cvv;
+pub mod keyfile;
+pub mod pan;
 pub mod pinblock;
+pub mod secret;
 pub mod secrets;
 pub mod vault;

@@ -11,10 +11,12 @@
 //! twin; [`ZonePinKey::has_odd_parity`] reports it for operators. Keys whose
 //! halves collapse TDES into single DES are refused.
 
+use crate::security::secret::Secret;
 use des::cipher::generic_array::GenericArray;
 use des::cipher::{BlockDecrypt, BlockEncrypt, KeyInit};
 use des::{TdesEde2, TdesEde3};
 use std::fmt;
+use zeroize::Zeroize;
 
 /// Why a PIN block operation failed; no message carries a key, PAN or PIN.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,16 +44,17 @@ impl fmt::Display for PinError {
 
 impl std::error::Error for PinError {}
 
-/// A cardholder PIN of 4 to 12 decimal digits; Debug and Display redact it.
-#[derive(Clone)]
-pub struct Pin(Vec<u8>);
+/// A cardholder PIN of 4 to 12 decimal digits; Debug and Display redact it,
+/// and it is wiped when dropped ([`Secret`]).
+#[derive(Clone, Debug)]
+pub struct Pin(Secret<Vec<u8>>);
 
 impl Pin {
     /// Checks that `digits` is 4 to 12 decimal digits.
     pub fn parse(digits: &str) -> Result<Pin, PinError> {
         let bytes = digits.as_bytes();
         if (4..=12).contains(&bytes.len()) && bytes.iter().all(u8::is_ascii_digit) {
-            Ok(Pin(bytes.to_vec()))
+            Ok(Pin(Secret::new(bytes.to_vec())))
         } else {
             Err(PinError::BadPin)
         }
@@ -59,25 +62,13 @@ impl Pin {
 
     /// The ASCII digits, for keyed hashing (`CardSecrets::pin_hash`).
     pub fn as_bytes(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Pin {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Pin(<redacted>)")
+        self.0.expose()
     }
 }
 
 impl fmt::Display for Pin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("****")
-    }
-}
-
-impl Drop for Pin {
-    fn drop(&mut self) {
-        wipe(&mut self.0);
     }
 }
 
@@ -113,7 +104,7 @@ impl ZonePinKey {
             Ok(()) => ZonePinKey::from_bytes(&raw[..len]),
             Err(_) => Err(PinError::BadKey),
         };
-        wipe(&mut raw);
+        raw.zeroize();
         result
     }
 
@@ -168,7 +159,7 @@ impl ZonePinKey {
             *c ^= p;
         }
         let pin = parse_pin_field(&clear);
-        wipe(&mut clear);
+        clear.zeroize();
         pin
     }
 
@@ -181,7 +172,7 @@ impl ZonePinKey {
             *c ^= p;
         }
         let block = self.encrypt_raw(clear);
-        wipe(&mut clear);
+        clear.zeroize();
         Ok(block)
     }
 
@@ -231,7 +222,7 @@ fn pin_field(pin: &Pin) -> [u8; 8] {
         *n = d - b'0';
     }
     let out = pack(&nibbles);
-    wipe(&mut nibbles);
+    nibbles.zeroize();
     out
 }
 
@@ -247,11 +238,13 @@ fn parse_pin_field(clear: &[u8; 8]) -> Result<Pin, PinError> {
         && nibbles[2..2 + len].iter().all(|&n| n <= 9)
         && nibbles[2 + len..].iter().all(|&n| n == 0x0F);
     let result = if ok {
-        Ok(Pin(nibbles[2..2 + len].iter().map(|n| n + b'0').collect()))
+        Ok(Pin(Secret::new(
+            nibbles[2..2 + len].iter().map(|n| n + b'0').collect(),
+        )))
     } else {
         Err(PinError::BadFormat)
     };
-    wipe(&mut nibbles);
+    nibbles.zeroize();
     result
 }
 
@@ -261,12 +254,6 @@ fn pack(nibbles: &[u8; 16]) -> [u8; 8] {
         *o = (nibbles[2 * i] << 4) | nibbles[2 * i + 1];
     }
     out
-}
-
-/// Best-effort overwrite of secret scratch memory.
-fn wipe(buf: &mut [u8]) {
-    buf.fill(0);
-    std::hint::black_box(buf);
 }
 
 #[cfg(test)]

@@ -2,9 +2,9 @@
 //! in clear. The key lives in a file beside the store, created on first start
 //! with owner-only permissions, and never in the store itself.
 
+use crate::security::keyfile::{self, Access};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use std::io::Write;
 use std::path::Path;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -41,32 +41,30 @@ impl CardSecrets {
     pub fn load_or_create(dir: &Path) -> std::io::Result<CardSecrets> {
         let path = dir.join(KEY_FILE);
         match std::fs::read(&path) {
-            Ok(bytes) => {
-                let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
-                    std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        format!("{} must hold exactly 32 bytes", path.display()),
-                    )
-                })?;
-                Ok(CardSecrets::from_key(key))
-            }
+            Ok(bytes) => CardSecrets::from_file_bytes(&path, &bytes),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 std::fs::create_dir_all(dir)?;
                 let key: [u8; 32] = rand::random();
-                let mut options = std::fs::OpenOptions::new();
-                options.write(true).create_new(true);
-                #[cfg(unix)]
-                {
-                    use std::os::unix::fs::OpenOptionsExt;
-                    options.mode(0o600);
+                if keyfile::write_new(&path, &key, Access::Private)? {
+                    Ok(CardSecrets::from_key(key))
+                } else {
+                    // Another process created it first: use its key.
+                    CardSecrets::from_file_bytes(&path, &std::fs::read(&path)?)
                 }
-                let mut file = options.open(&path)?;
-                file.write_all(&key)?;
-                file.sync_all()?;
-                Ok(CardSecrets::from_key(key))
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// The key read from `path`, which must hold exactly 32 bytes.
+    fn from_file_bytes(path: &Path, bytes: &[u8]) -> std::io::Result<CardSecrets> {
+        let key: [u8; 32] = bytes.try_into().map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{} must hold exactly 32 bytes", path.display()),
+            )
+        })?;
+        Ok(CardSecrets::from_key(key))
     }
 
     fn mac(&self, domain: &[u8], parts: &[&[u8]]) -> [u8; 32] {
@@ -112,72 +110,9 @@ impl CardSecrets {
     }
 }
 
-/// A PAN masked for display: first 6 and last 4 digits.
-pub fn mask_pan(pan: &[u8]) -> String {
-    let n = pan.len();
-    if n < 10 {
-        return "*".repeat(n);
-    }
-    let mut out = String::with_capacity(n);
-    for (i, &b) in pan.iter().enumerate() {
-        out.push(if i < 6 || i >= n - 4 {
-            char::from(b)
-        } else {
-            '*'
-        });
-    }
-    out
-}
-
-/// True when the digits pass the Luhn check.
-pub fn luhn_valid(digits: &[u8]) -> bool {
-    if digits.len() < 2 || !digits.iter().all(u8::is_ascii_digit) {
-        return false;
-    }
-    let (payload, check) = digits.split_at(digits.len() - 1);
-    check.first() == Some(&luhn_check_digit(payload))
-}
-
-/// The Luhn check digit (ASCII) that completes `payload` (ASCII digits).
-pub fn luhn_check_digit(payload: &[u8]) -> u8 {
-    let sum: u32 = payload
-        .iter()
-        .rev()
-        .enumerate()
-        .map(|(i, &d)| {
-            let d = u32::from(d.wrapping_sub(b'0') % 10);
-            // The rightmost payload digit is doubled, as the check digit follows it.
-            if i % 2 == 0 {
-                let x = d * 2;
-                if x > 9 {
-                    x - 9
-                } else {
-                    x
-                }
-            } else {
-                d
-            }
-        })
-        .sum();
-    // (10 - sum % 10) % 10 is below 10, so the cast is lossless.
-    b'0' + ((10 - sum % 10) % 10) as u8
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn luhn() {
-        assert!(luhn_valid(b"5355220000000012"));
-        assert!(!luhn_valid(b"5355220000000017"));
-        assert!(!luhn_valid(b"53552200000000a7"));
-    }
-
-    #[test]
-    fn masks_all_but_first_six_and_last_four() {
-        assert_eq!(mask_pan(b"5355220000000017"), "535522******0017");
-    }
 
     #[test]
     fn key_file_is_created_once_and_private() {

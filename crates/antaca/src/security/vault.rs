@@ -130,7 +130,7 @@ pub fn generate_pan(
         for d in &mut pan[bin.len()..length - 1] {
             *d = b'0' + OsRng.gen_range(0..10u8);
         }
-        pan[length - 1] = crate::security::secrets::luhn_check_digit(&pan[..length - 1]);
+        pan[length - 1] = crate::security::pan::luhn_check_digit(&pan[..length - 1]);
         if !exists(&pan) {
             // Only ASCII digits were written.
             return String::from_utf8(pan).map_err(|_| VaultError::BadBin);
@@ -142,7 +142,7 @@ pub fn generate_pan(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::security::secrets::luhn_valid;
+    use crate::security::pan::luhn_valid;
     use std::cell::RefCell;
     use std::collections::HashSet;
 
@@ -259,18 +259,15 @@ mod tests {
     #[test]
     fn check_digit_matches_luhn_valid() {
         assert_eq!(
-            crate::security::secrets::luhn_check_digit(b"535522000000001"),
+            crate::security::pan::luhn_check_digit(b"535522000000001"),
             b'2'
         );
-        assert_eq!(
-            crate::security::secrets::luhn_check_digit(b"7992739871"),
-            b'3'
-        ); // the textbook Luhn example
-           // Exactly one appended digit makes any payload Luhn-valid, and it is ours.
+        assert_eq!(crate::security::pan::luhn_check_digit(b"7992739871"), b'3'); // the textbook Luhn example
+                                                                                 // Exactly one appended digit makes any payload Luhn-valid, and it is ours.
         for _ in 0..200 {
             let len = OsRng.gen_range(1..19);
             let payload: Vec<u8> = (0..len).map(|_| b'0' + OsRng.gen_range(0..10u8)).collect();
-            let check = crate::security::secrets::luhn_check_digit(&payload);
+            let check = crate::security::pan::luhn_check_digit(&payload);
             for d in b'0'..=b'9' {
                 let mut pan = payload.clone();
                 pan.push(d);
@@ -319,9 +316,7 @@ mod tests {
             .filter(|&d| d != 7)
             .map(|d| {
                 let payload = format!("1234567{d}");
-                let check = char::from(crate::security::secrets::luhn_check_digit(
-                    payload.as_bytes(),
-                ));
+                let check = char::from(crate::security::pan::luhn_check_digit(payload.as_bytes()));
                 format!("{payload}{check}")
             })
             .collect();

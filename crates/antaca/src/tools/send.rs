@@ -3,7 +3,7 @@
 
 use crate::iso8583::{is_sensitive, Message, Spec};
 use crate::net::framing::{encode_frame, FrameCodec, LengthHeader};
-use crate::security::secrets::mask_pan;
+use crate::security::pan::mask_pan;
 use bytes::BytesMut;
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -4,10 +4,10 @@
 //! journal, and cards point at what exists. Every finding names records by
 //! id only: never a PAN, CVV2, PIN or idempotency key.
 
-use crate::authz::Outcome;
 use crate::domain::model::{
     Account, Balance, BalanceOwner, Card, EntryKind, JournalEntry, Program, Txn, TxnState, User,
 };
+use crate::domain::outcome::Outcome;
 use crate::store::{keys, SledStore, Store, StoreError};
 use rust_decimal::Decimal;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
