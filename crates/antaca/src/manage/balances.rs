@@ -5,12 +5,12 @@
 use super::customers::customer;
 use super::error::ErrorCode;
 use super::{valid_id, ManageError};
-use crate::domain::outcome::Outcome;
 use crate::domain::model::{
     Account, Balance, BalanceOwner, EntryKind, Funding, JournalEntry, Kyc, Leg, Posting, Txn,
     TxnState,
 };
 use crate::domain::money::Currency;
+use crate::domain::outcome::Outcome;
 use crate::engine::state::{Changes, State};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};

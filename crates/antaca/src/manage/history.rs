@@ -3,10 +3,10 @@
 //! touches HTTP, ISO 8583 or the store.
 
 use super::rfc3339;
-use crate::domain::outcome::Outcome;
 use crate::domain::calendar;
 use crate::domain::model::{Txn, TxnState};
 use crate::domain::money::Currency;
+use crate::domain::outcome::Outcome;
 use crate::engine::state::State;
 use serde::Serialize;
 
