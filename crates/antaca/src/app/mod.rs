@@ -274,6 +274,7 @@ pub fn start_with<S: Store>(
         ..crate::http::Listeners::default()
     });
     http_context.listeners = Some(listeners.clone());
+    http_context.metrics = metrics.cloned();
     let http_context = Arc::new(http_context);
     let network_shutdown = shutdown.clone();
     let sweep_interval = options.sweep_interval;

@@ -1,11 +1,12 @@
 //! Card endpoints of the three channels (see `routes()` for the table and
-//! which of them travel as JWE), and the JWE public keys.
+//! which of them travel as JWE), and the JWE public keys. Card data comes
+//! from `manage::cards` through the writer; nothing here reads the store.
 
-use super::api::{created, no_content, ok, parse_json, ApiError, HttpResponse};
-use super::routes::{Call, Principal};
-use super::HttpContext;
+use super::scope::apply;
+use super::{Call, Principal};
+use crate::http::api::{self, created, no_content, ok, parse_json, ApiError, HttpResponse};
+use crate::http::HttpContext;
 use crate::manage::cards::{self, CardKeys, Scope};
-use crate::manage::ManageError;
 use hyper::StatusCode;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -54,19 +55,6 @@ fn card_id(call: &Call) -> Result<String, ApiError> {
         .get("cardId")
         .cloned()
         .ok_or_else(|| ApiError::bad_request("INVALID_PATH", "missing card id"))
-}
-
-async fn apply<T: Send + 'static>(
-    ctx: &HttpContext,
-    f: impl FnOnce(
-            &mut crate::engine::state::State,
-            &mut crate::engine::state::Changes,
-            u64,
-        ) -> Result<T, ManageError>
-        + Send
-        + 'static,
-) -> Result<T, ApiError> {
-    ctx.engine.apply(f).await?.map_err(ApiError::from)
 }
 
 #[derive(Deserialize)]
@@ -180,7 +168,7 @@ pub async fn create_virtual_async(
             tracing::error!(error = %e, "asynchronous card creation not committed");
         }
     });
-    Ok(super::api::json_response(StatusCode::ACCEPTED, &operation))
+    Ok(api::json_response(StatusCode::ACCEPTED, &operation))
 }
 
 fn scope_for(call: &Call) -> Result<Scope, ApiError> {

@@ -1,0 +1,293 @@
+//! How a request reaches its handler: match the path against the table,
+//! authenticate the caller, read the body within its limits, open and seal
+//! JWE envelopes. It never looks at what a handler does with the call.
+
+use super::{Access, Call, Principal, Route};
+use crate::engine::now_ms;
+use crate::http::api::{self, bearer, ApiError, HttpResponse};
+use crate::http::jwe::{self, Encryption};
+use crate::http::sessions::{SessionError, Subject};
+use crate::http::HttpContext;
+use crate::manage;
+use bytes::Bytes;
+use hyper::header::HeaderMap;
+use hyper::{Method, StatusCode};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// The pattern of the route `method` and `path` reach (for metrics labels):
+/// the route with that method, else any route of that path, else `"unmatched"`.
+pub fn pattern_of(routes: &[Route], method: &Method, path: &str) -> &'static str {
+    let mut by_path = None;
+    for route in routes {
+        if match_path(route.pattern, path).is_some() {
+            if route.method == *method {
+                return route.pattern;
+            }
+            by_path.get_or_insert(route.pattern);
+        }
+    }
+    by_path.unwrap_or("unmatched")
+}
+
+/// Matches a path against a pattern; returns the parameters.
+pub fn match_path(pattern: &'static str, path: &str) -> Option<HashMap<&'static str, String>> {
+    let mut params = HashMap::new();
+    let mut pattern_parts = pattern.split('/');
+    let mut path_parts = path.split('/');
+    loop {
+        match (pattern_parts.next(), path_parts.next()) {
+            (None, None) => return Some(params),
+            (Some(p), Some(s)) if p.starts_with('{') && p.ends_with('}') && !s.is_empty() => {
+                let decoded = percent_decode(s)?;
+                params.insert(&p[1..p.len() - 1], decoded);
+            }
+            (Some(p), Some(s)) if p == s => {}
+            _ => return None,
+        }
+    }
+}
+
+fn percent_decode(segment: &str) -> Option<String> {
+    let decoded: String =
+        url::form_urlencoded::parse(format!("x={}", segment.replace('+', "%2B")).as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())?;
+    (!decoded.contains('/')).then_some(decoded)
+}
+
+/// Authenticates the caller for a route.
+fn authenticate(
+    ctx: &HttpContext,
+    access: Access,
+    headers: &HeaderMap,
+    partner: Option<&str>,
+) -> Result<Principal, ApiError> {
+    let session = |headers: &HeaderMap| -> Result<(String, Subject), ApiError> {
+        let token = bearer(headers).ok_or_else(|| {
+            ApiError::unauthorized(
+                "UNAUTHORIZED",
+                "send the session token as Authorization: Bearer <token>",
+            )
+        })?;
+        match ctx.sessions.check(token, now_ms()) {
+            Ok(subject) => Ok((token.to_string(), subject)),
+            Err(SessionError::Expired) => Err(ApiError::unauthorized(
+                "SESSION_EXPIRED",
+                "the session expired; start a new one",
+            )),
+            Err(SessionError::Unknown) => Err(ApiError::unauthorized(
+                "INVALID_SESSION",
+                "unknown session token",
+            )),
+        }
+    };
+    match access {
+        Access::Public => Ok(Principal::Anonymous),
+        Access::Partner => match partner {
+            Some(program) => Ok(Principal::Partner {
+                program: program.to_string(),
+            }),
+            None => Err(ApiError::forbidden(
+                "CLIENT_CERTIFICATE_REQUIRED",
+                "the /secure channel is served on the TLS listener with a client certificate",
+            )),
+        },
+        Access::Customer => match session(headers)? {
+            (token, Subject::Customer { user, program, .. }) => Ok(Principal::Customer {
+                user,
+                program,
+                token,
+            }),
+            _ => Err(ApiError::forbidden(
+                "WRONG_CHANNEL",
+                "an administrator's session cannot use the app channel",
+            )),
+        },
+        Access::Admin(roles) => match session(headers)? {
+            (token, Subject::Admin { login, role }) if roles.contains(&role) => {
+                Ok(Principal::Admin { login, role, token })
+            }
+            (_, Subject::Admin { role, .. }) => Err(ApiError::forbidden(
+                "FORBIDDEN_ROLE",
+                format!("the {role:?} role may not do this; it needs one of {roles:?}"),
+            )),
+            _ => Err(ApiError::forbidden(
+                "WRONG_CHANNEL",
+                "a customer's session cannot use the admin channel",
+            )),
+        },
+    }
+}
+
+/// Routes one request: finds the route, authenticates the caller, only then
+/// reads the body (within the route's size limit and the body timeout), and
+/// runs the handler. `partner` is the program of a verified client certificate
+/// (TLS listener only); on that listener only partner routes are served, on
+/// the plain one only the others.
+pub async fn dispatch(
+    ctx: Arc<HttpContext>,
+    request: hyper::Request<hyper::body::Incoming>,
+    partner: Option<&str>,
+) -> HttpResponse {
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path();
+    let mut allowed: Vec<&str> = Vec::new();
+    for route in ctx.routes.iter() {
+        let Some(params) = match_path(route.pattern, path) else {
+            continue;
+        };
+        let on_this_listener = (route.access == Access::Partner) == partner.is_some();
+        if !on_this_listener && partner.is_some() {
+            continue;
+        }
+        allowed.push(route.method.as_str());
+        if route.method != parts.method {
+            continue;
+        }
+        let who = match authenticate(&ctx, route.access, &parts.headers, partner) {
+            Ok(who) => who,
+            Err(e) => return e.response(),
+        };
+        let limit = if route.pattern.ends_with("/documents/{kind}") {
+            body_limit(route.pattern)
+        } else {
+            ctx.body_limit
+        };
+        let body = match read_body(&ctx, body, limit).await {
+            Ok(body) => body,
+            Err(e) => return e.response(),
+        };
+        let (envelope, body) = match open_envelope(&ctx, route.encryption, &parts.headers, body) {
+            Ok(opened) => opened,
+            Err(response) => return response,
+        };
+        let call = Call {
+            params,
+            query: api::query_params(parts.uri.query()),
+            headers: parts.headers,
+            body,
+            who,
+            method: parts.method,
+            path: path.to_string(),
+        };
+        let response = match (route.handler)(ctx.clone(), call).await {
+            Ok(response) => response,
+            Err(e) => e.response(),
+        };
+        return match envelope {
+            Some(request) => seal(&request, response).await,
+            None => response,
+        };
+    }
+    if allowed.is_empty() {
+        return ApiError::not_found("NOT_FOUND", "no such endpoint").response();
+    }
+    let mut response = ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "METHOD_NOT_ALLOWED",
+        format!("this path takes {}", allowed.join(", ")),
+    )
+    .response();
+    if let Ok(value) = hyper::header::HeaderValue::from_str(&allowed.join(", ")) {
+        response.headers_mut().insert(hyper::header::ALLOW, value);
+    }
+    response
+}
+
+/// Opens a JWE request on a route that takes encryption: the plain body for
+/// the handler, and how to answer. Errors are the seed's codes, plain.
+#[allow(clippy::result_large_err)]
+fn open_envelope(
+    ctx: &HttpContext,
+    policy: Encryption,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<(Option<jwe::JweRequest>, Bytes), HttpResponse> {
+    if policy == Encryption::None {
+        return Ok((None, body));
+    }
+    let Some(keys) = &ctx.jwe else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ENCRYPTION_UNAVAILABLE",
+            "no JWE key is configured",
+        )
+        .response());
+    };
+    match jwe::open_request(keys, headers, &body, policy) {
+        Ok((request, plain)) => Ok((Some(request), Bytes::from(plain))),
+        Err(e) => Err(jwe_error(&e)),
+    }
+}
+
+fn jwe_error(e: &jwe::JweError) -> HttpResponse {
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+    let mut response = hyper::Response::new(http_body_util::Full::new(Bytes::from(e.body())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// Encrypts a 2xx answer (not 204) to the client's key when its request was encrypted.
+async fn seal(request: &jwe::JweRequest, response: HttpResponse) -> HttpResponse {
+    use http_body_util::BodyExt;
+    if !request.encrypted {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let bytes = match body.collect().await {
+        Ok(collected) => collected.to_bytes().to_vec(),
+        Err(never) => match never {},
+    };
+    match jwe::seal_response(request, parts.status.as_u16(), bytes) {
+        Ok(sealed) => {
+            parts.headers.insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("application/json"),
+            );
+            parts.headers.remove(hyper::header::CONTENT_LENGTH);
+            hyper::Response::from_parts(parts, http_body_util::Full::new(Bytes::from(sealed)))
+        }
+        Err(e) => jwe_error(&e),
+    }
+}
+
+/// Reads a whole body within `limit` bytes and the body timeout.
+async fn read_body(
+    ctx: &HttpContext,
+    body: hyper::body::Incoming,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    use http_body_util::BodyExt;
+    let collected = tokio::time::timeout(
+        ctx.body_timeout,
+        http_body_util::Limited::new(body, limit).collect(),
+    )
+    .await;
+    match collected {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(_)) => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+            format!("the body is larger than {limit} bytes or was cut off"),
+        )),
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "REQUEST_TIMEOUT",
+            "the body took too long",
+        )),
+    }
+}
+
+/// The largest body a route accepts: document uploads are bigger than JSON.
+pub fn body_limit(pattern: &str) -> usize {
+    if pattern.ends_with("/documents/{kind}") {
+        manage::DOCUMENT_MAX_BYTES + 1024
+    } else {
+        64 * 1024
+    }
+}
