@@ -1,31 +1,37 @@
 //! The route table of the three channels: what a route is, who may call it,
 //! and every route of the HTTP plane. The table is the router: `dispatch`
 //! matches against it, and a test checks it against the OpenAPI document in
-//! `specs/openapi.json`, so the two cannot drift. One file per resource holds
-//! the handlers; none of them touches a socket or the store directly, every
-//! change goes through the engine's writer.
+//! `specs/openapi.json`, so the two cannot drift.
+//!
+//! `dispatch` finds the route and runs it; `request` authenticates the caller,
+//! reads the body and opens JWE envelopes; `scope` says whose data a call is
+//! about. One file per resource holds the handlers:
+//! `sessions` (pairing, app sessions, admin login), `administrators`,
+//! `customers`, `kyc` (with the eKYC provider's glue), `balances` (reloads,
+//! partner balances, summary), `history`, `cards`, `notification_emails`,
+//! and `ops` (health, readiness, metrics, OpenAPI). No handler touches a
+//! socket or the store: every read and change goes through the engine's writer.
 
 mod administrators;
 mod balances;
 mod cards;
 mod customers;
-mod dispatch;
 mod history;
 mod kyc;
 mod notification_emails;
 mod ops;
+mod request;
 mod scope;
 mod sessions;
 
-pub use dispatch::{dispatch, pattern_of};
-
-use super::api::{ApiError, HttpResponse};
+use super::api::{self, ApiError, HttpResponse};
 use super::sessions::Role;
 use super::HttpContext;
 use crate::http::jwe::Encryption;
 use bytes::Bytes;
 use hyper::header::HeaderMap;
-use hyper::Method;
+use hyper::{Method, StatusCode};
+use request::{authenticate, body_limit, match_path, open_envelope, read_body, seal};
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -238,4 +244,94 @@ pub fn routes() -> Vec<Route> {
         route!(GET "/ready", Public, ops::ready),
         route!(GET "/metrics", Public, ops::metrics_text),
     ]
+}
+
+/// The pattern of the route `method` and `path` reach (for metrics labels):
+/// the route with that method, else any route of that path, else `"unmatched"`.
+pub fn pattern_of(routes: &[Route], method: &Method, path: &str) -> &'static str {
+    let mut by_path = None;
+    for route in routes {
+        if match_path(route.pattern, path).is_some() {
+            if route.method == *method {
+                return route.pattern;
+            }
+            by_path.get_or_insert(route.pattern);
+        }
+    }
+    by_path.unwrap_or("unmatched")
+}
+
+/// Routes one request: finds the route, authenticates the caller, only then
+/// reads the body (within the route's size limit and the body timeout), and
+/// runs the handler. `partner` is the program of a verified client certificate
+/// (TLS listener only); on that listener only partner routes are served, on
+/// the plain one only the others.
+pub async fn dispatch(
+    ctx: Arc<HttpContext>,
+    request: hyper::Request<hyper::body::Incoming>,
+    partner: Option<&str>,
+) -> HttpResponse {
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path();
+    let mut allowed: Vec<&str> = Vec::new();
+    for route in ctx.routes.iter() {
+        let Some(params) = match_path(route.pattern, path) else {
+            continue;
+        };
+        let on_this_listener = (route.access == Access::Partner) == partner.is_some();
+        if !on_this_listener && partner.is_some() {
+            continue;
+        }
+        allowed.push(route.method.as_str());
+        if route.method != parts.method {
+            continue;
+        }
+        let who = match authenticate(&ctx, route.access, &parts.headers, partner) {
+            Ok(who) => who,
+            Err(e) => return e.response(),
+        };
+        let limit = if route.pattern.ends_with("/documents/{kind}") {
+            body_limit(route.pattern)
+        } else {
+            ctx.body_limit
+        };
+        let body = match read_body(&ctx, body, limit).await {
+            Ok(body) => body,
+            Err(e) => return e.response(),
+        };
+        let (envelope, body) = match open_envelope(&ctx, route.encryption, &parts.headers, body) {
+            Ok(opened) => opened,
+            Err(response) => return response,
+        };
+        let call = Call {
+            params,
+            query: api::query_params(parts.uri.query()),
+            headers: parts.headers,
+            body,
+            who,
+            method: parts.method,
+            path: path.to_string(),
+        };
+        let response = match (route.handler)(ctx.clone(), call).await {
+            Ok(response) => response,
+            Err(e) => e.response(),
+        };
+        return match envelope {
+            Some(request) => seal(&request, response).await,
+            None => response,
+        };
+    }
+    if allowed.is_empty() {
+        return ApiError::not_found("NOT_FOUND", "no such endpoint").response();
+    }
+    let mut response = ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "METHOD_NOT_ALLOWED",
+        format!("this path takes {}", allowed.join(", ")),
+    )
+    .response();
+    if let Ok(value) = hyper::header::HeaderValue::from_str(&allowed.join(", ")) {
+        response.headers_mut().insert(hyper::header::ALLOW, value);
+    }
+    response
 }

@@ -1,34 +1,18 @@
-//! How a request reaches its handler: match the path against the table,
-//! authenticate the caller, read the body within its limits, open and seal
-//! JWE envelopes. It never looks at what a handler does with the call.
+//! What `dispatch` does to a request before a handler sees it: match the
+//! path, authenticate the caller, read the body within its limits, open and
+//! seal JWE envelopes. It never looks at what a handler does with the call.
 
-use super::{Access, Call, Principal, Route};
+use super::{Access, Principal};
 use crate::engine::now_ms;
-use crate::http::api::{self, bearer, ApiError, HttpResponse};
+use crate::http::api::{bearer, ApiError, HttpResponse};
 use crate::http::jwe::{self, Encryption};
 use crate::http::sessions::{SessionError, Subject};
 use crate::http::HttpContext;
 use crate::manage;
 use bytes::Bytes;
 use hyper::header::HeaderMap;
-use hyper::{Method, StatusCode};
+use hyper::StatusCode;
 use std::collections::HashMap;
-use std::sync::Arc;
-
-/// The pattern of the route `method` and `path` reach (for metrics labels):
-/// the route with that method, else any route of that path, else `"unmatched"`.
-pub fn pattern_of(routes: &[Route], method: &Method, path: &str) -> &'static str {
-    let mut by_path = None;
-    for route in routes {
-        if match_path(route.pattern, path).is_some() {
-            if route.method == *method {
-                return route.pattern;
-            }
-            by_path.get_or_insert(route.pattern);
-        }
-    }
-    by_path.unwrap_or("unmatched")
-}
 
 /// Matches a path against a pattern; returns the parameters.
 pub fn match_path(pattern: &'static str, path: &str) -> Option<HashMap<&'static str, String>> {
@@ -57,7 +41,7 @@ fn percent_decode(segment: &str) -> Option<String> {
 }
 
 /// Authenticates the caller for a route.
-fn authenticate(
+pub(super) fn authenticate(
     ctx: &HttpContext,
     access: Access,
     headers: &HeaderMap,
@@ -120,85 +104,10 @@ fn authenticate(
     }
 }
 
-/// Routes one request: finds the route, authenticates the caller, only then
-/// reads the body (within the route's size limit and the body timeout), and
-/// runs the handler. `partner` is the program of a verified client certificate
-/// (TLS listener only); on that listener only partner routes are served, on
-/// the plain one only the others.
-pub async fn dispatch(
-    ctx: Arc<HttpContext>,
-    request: hyper::Request<hyper::body::Incoming>,
-    partner: Option<&str>,
-) -> HttpResponse {
-    let (parts, body) = request.into_parts();
-    let path = parts.uri.path();
-    let mut allowed: Vec<&str> = Vec::new();
-    for route in ctx.routes.iter() {
-        let Some(params) = match_path(route.pattern, path) else {
-            continue;
-        };
-        let on_this_listener = (route.access == Access::Partner) == partner.is_some();
-        if !on_this_listener && partner.is_some() {
-            continue;
-        }
-        allowed.push(route.method.as_str());
-        if route.method != parts.method {
-            continue;
-        }
-        let who = match authenticate(&ctx, route.access, &parts.headers, partner) {
-            Ok(who) => who,
-            Err(e) => return e.response(),
-        };
-        let limit = if route.pattern.ends_with("/documents/{kind}") {
-            body_limit(route.pattern)
-        } else {
-            ctx.body_limit
-        };
-        let body = match read_body(&ctx, body, limit).await {
-            Ok(body) => body,
-            Err(e) => return e.response(),
-        };
-        let (envelope, body) = match open_envelope(&ctx, route.encryption, &parts.headers, body) {
-            Ok(opened) => opened,
-            Err(response) => return response,
-        };
-        let call = Call {
-            params,
-            query: api::query_params(parts.uri.query()),
-            headers: parts.headers,
-            body,
-            who,
-            method: parts.method,
-            path: path.to_string(),
-        };
-        let response = match (route.handler)(ctx.clone(), call).await {
-            Ok(response) => response,
-            Err(e) => e.response(),
-        };
-        return match envelope {
-            Some(request) => seal(&request, response).await,
-            None => response,
-        };
-    }
-    if allowed.is_empty() {
-        return ApiError::not_found("NOT_FOUND", "no such endpoint").response();
-    }
-    let mut response = ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "METHOD_NOT_ALLOWED",
-        format!("this path takes {}", allowed.join(", ")),
-    )
-    .response();
-    if let Ok(value) = hyper::header::HeaderValue::from_str(&allowed.join(", ")) {
-        response.headers_mut().insert(hyper::header::ALLOW, value);
-    }
-    response
-}
-
 /// Opens a JWE request on a route that takes encryption: the plain body for
 /// the handler, and how to answer. Errors are the seed's codes, plain.
 #[allow(clippy::result_large_err)]
-fn open_envelope(
+pub(super) fn open_envelope(
     ctx: &HttpContext,
     policy: Encryption,
     headers: &HeaderMap,
@@ -233,7 +142,7 @@ fn jwe_error(e: &jwe::JweError) -> HttpResponse {
 }
 
 /// Encrypts a 2xx answer (not 204) to the client's key when its request was encrypted.
-async fn seal(request: &jwe::JweRequest, response: HttpResponse) -> HttpResponse {
+pub(super) async fn seal(request: &jwe::JweRequest, response: HttpResponse) -> HttpResponse {
     use http_body_util::BodyExt;
     if !request.encrypted {
         return response;
@@ -257,7 +166,7 @@ async fn seal(request: &jwe::JweRequest, response: HttpResponse) -> HttpResponse
 }
 
 /// Reads a whole body within `limit` bytes and the body timeout.
-async fn read_body(
+pub(super) async fn read_body(
     ctx: &HttpContext,
     body: hyper::body::Incoming,
     limit: usize,
