@@ -380,28 +380,14 @@ fn verify(data: &Path) -> ExitCode {
 }
 
 fn add_admin(data: &Path, login: &str, role: antaca::http::sessions::Role) -> Result<(), BoxError> {
-    use antaca::http::sessions::{self, Administrator};
+    use antaca::http::sessions;
     let mut password = String::new();
     std::io::stdin().read_line(&mut password)?;
     let password = password.trim_end_matches(['\r', '\n']);
-    antaca::http::routes::validate_new_administrator(login, password).map_err(|e| e.message)?;
-    let hash = sessions::hash_password(password)?;
+    let admin = sessions::new_administrator(login, password, role).map_err(|e| e.to_string())?;
     let (mut engine, _) = app::open(data, EngineConfig::default())?;
-    let admin = Administrator {
-        login: login.to_string(),
-        role,
-        password_hash: hash,
-        failed_attempts: 0,
-        locked_until_ms: 0,
-    };
-    let created = engine.apply(|state, changes| {
-        let key = sessions::admin_key(login);
-        if state.records.contains_key(&key) {
-            return false;
-        }
-        changes.put_record(state, &key, &admin);
-        true
-    })?;
+    let created =
+        engine.apply(|state, changes| sessions::insert_administrator(state, changes, &admin))?;
     if !created {
         return Err(format!("administrator {login:?} already exists").into());
     }

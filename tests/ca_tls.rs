@@ -374,7 +374,7 @@ fn a_valid_trusted_identity_is_accepted_once() {
     );
     assert_eq!(again, Err(IdentityError::ReusedJti));
     assert_eq!(
-        IdentityError::ReusedJti.code(),
+        IdentityError::ReusedJti.code().as_str(),
         "TRUSTED_IDENTITY_REUSED_JTI"
     );
 }
@@ -399,7 +399,10 @@ fn old_and_future_tokens_are_refused() {
     assert!(trusted_identity::verify(&edge_old, &f.ca, &jtis, now, MAX_AGE).is_ok());
     let edge_future = token(&good(&f, "j-edge-future", now + 30));
     assert!(trusted_identity::verify(&edge_future, &f.ca, &jtis, now, MAX_AGE).is_ok());
-    assert_eq!(IdentityError::Expired.code(), "TRUSTED_IDENTITY_EXPIRED");
+    assert_eq!(
+        IdentityError::Expired.code().as_str(),
+        "TRUSTED_IDENTITY_EXPIRED"
+    );
 }
 
 #[test]

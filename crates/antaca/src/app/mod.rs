@@ -1,9 +1,17 @@
 //! Starting and stopping a whole engine: store, writer thread, ISO 8583 and
 //! HTTP listeners on a network thread. `main` and the tests both use it.
+//!
+//! `start_with` runs named steps in order: load the spec, import a portfolio
+//! (`import_portfolio`), start the writer, bind the listeners and load the CA
+//! (`bind_listeners`), load the JWE keys, build the ISO and HTTP contexts
+//! (`iso_context`, `http_context`), then start the network thread
+//! (`spawn_network`: listeners, notifier, `housekeeping`). It decides nothing
+//! about a transaction and never touches the store after handing it to the writer.
 
-use crate::engine::{now_ms, Command, Engine, EngineConfig, EngineHandle};
+use crate::engine::{now_ms, Command, Engine, EngineConfig, EngineHandle, ReplyRouter};
 use crate::iso8583::Spec;
 use crate::iso_server::{IsoConfig, IsoContext};
+use crate::manage::error::ErrorCode;
 use crate::manage::portfolio::{self, Portfolio};
 use crate::net::framing::LengthHeader;
 use crate::protocol::Profile;
@@ -16,32 +24,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub mod config;
-
-/// The process's Prometheus recorder, installed by the first call; `None` when
-/// another recorder was installed first (metrics then go there, `/metrics` is empty).
-pub fn metrics_handle() -> Option<&'static metrics_exporter_prometheus::PrometheusHandle> {
-    static HANDLE: std::sync::OnceLock<Option<metrics_exporter_prometheus::PrometheusHandle>> =
-        std::sync::OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
-            const SECONDS: &[f64] = &[
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-            ];
-            const SIZES: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0, 4096.0];
-            let builder = PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS)
-                .and_then(|b| b.set_buckets_for_metric(Matcher::Full("antaca_engine_batch_size".into()), SIZES));
-            match builder.and_then(|b| b.install_recorder()) {
-                Ok(handle) => Some(handle),
-                Err(e) => {
-                    tracing::warn!(error = %e, "metrics recorder not installed; /metrics stays empty");
-                    None
-                }
-            }
-        })
-        .as_ref()
-}
+pub mod telemetry;
 
 /// The demo portfolio, embedded so `serve` works from any directory.
 pub const DEMO_PORTFOLIO: &str = include_str!("../../../../fixtures/demo-portfolio.json");
@@ -176,12 +159,77 @@ pub fn start_with<S: Store>(
     options: ServeOptions,
 ) -> Result<Running, BoxError> {
     let spec = Spec::load(&options.spec).map_err(|e| format!("spec {:?}: {e}", options.spec))?;
-    let metrics = metrics_handle();
+    let metrics = telemetry::metrics_handle();
+    let mut banner = import_portfolio(&mut engine, &secrets, options.portfolio.as_deref())?;
+    let cards = describe_cards(engine.state());
+    let engine = engine.with_secrets(secrets.clone());
+    let (handle, writer, router) = engine.spawn_routed()?;
+    let bound = bind_listeners(&options)?;
+    banner.push_str(&describe_listeners(&spec, &options, &bound));
+    banner.push_str(&cards);
+
+    let jwe_keys = crate::http::jwe::ServerKeys::load_or_create(&options.data)
+        .map_err(|e| format!("JWE keys: {e}"))?;
+    let card_secrets = secrets.clone();
+    let shutdown = CancellationToken::new();
+    let iso_context = Arc::new(iso_context(spec, secrets, &options, handle.clone()));
+    let listeners = Arc::new(crate::http::Listeners {
+        secure: bound
+            .secure
+            .as_ref()
+            .map(|_| std::sync::atomic::AtomicBool::new(false)),
+        ..crate::http::Listeners::default()
+    });
+    let http_context = http_context(
+        handle.clone(),
+        &options,
+        bound.ca.clone(),
+        jwe_keys,
+        card_secrets,
+        listeners.clone(),
+        metrics,
+    );
+    let (iso_addr, http_addr, secure_addr) = (bound.iso_addr, bound.http_addr, bound.secure_addr);
+    let network = spawn_network(Network {
+        iso_listener: bound.iso,
+        http_listener: bound.http,
+        secure: bound.secure,
+        ca: bound.ca,
+        router,
+        iso_context,
+        http_context: Arc::new(http_context),
+        listeners,
+        engine: handle.clone(),
+        smtp: options.smtp.clone(),
+        notify_interval: options.notify_interval,
+        sweep_interval: options.sweep_interval,
+        metrics,
+        shutdown: shutdown.clone(),
+    })?;
+    Ok(Running {
+        iso_addr,
+        http_addr,
+        secure_addr,
+        engine: Some(handle),
+        banner,
+        shutdown,
+        network: Some(network),
+        writer: Some(writer),
+    })
+}
+
+/// Imports the portfolio file into the store, or the demo portfolio into an
+/// empty one; returns the banner's first line (empty when nothing was imported).
+fn import_portfolio<S: Store>(
+    engine: &mut Engine<S>,
+    secrets: &CardSecrets,
+    portfolio: Option<&Path>,
+) -> Result<String, BoxError> {
     let mut banner = String::new();
-    match &options.portfolio {
+    match portfolio {
         Some(file) => {
             let portfolio = Portfolio::read(file)?;
-            let summary = portfolio::import(&mut engine, &portfolio, &secrets, now_ms())?;
+            let summary = portfolio::import(engine, &portfolio, secrets, now_ms())?;
             banner.push_str(&format!(
                 "imported {} ({} cards)\n",
                 file.display(),
@@ -190,17 +238,30 @@ pub fn start_with<S: Store>(
         }
         None if engine.is_empty() => {
             let portfolio = Portfolio::parse(DEMO_PORTFOLIO)?;
-            portfolio::import(&mut engine, &portfolio, &secrets, now_ms())?;
+            portfolio::import(engine, &portfolio, secrets, now_ms())?;
             banner.push_str(
                 "empty store: loaded the demo portfolio (fixtures/demo-portfolio.json)\n",
             );
         }
         None => {}
     }
-    let cards = describe_cards(engine.state());
-    let engine = engine.with_secrets(secrets.clone());
-    let (handle, writer, router) = engine.spawn_routed()?;
+    Ok(banner)
+}
 
+/// The listening sockets, bound (not yet accepting), and our CA.
+struct Bound {
+    iso: std::net::TcpListener,
+    http: std::net::TcpListener,
+    secure: Option<(std::net::TcpListener, Arc<rustls::ServerConfig>)>,
+    iso_addr: SocketAddr,
+    http_addr: SocketAddr,
+    secure_addr: Option<SocketAddr>,
+    ca: Arc<crate::ca::Ca>,
+}
+
+/// Binds the ISO 8583 and HTTP listeners, loads (or creates) our CA, and binds
+/// the TLS listener it certifies when one is configured.
+fn bind_listeners(options: &ServeOptions) -> Result<Bound, BoxError> {
     let iso_listener = std::net::TcpListener::bind(&options.iso_listen)
         .map_err(|e| format!("cannot listen on {}: {e}", options.iso_listen))?;
     let http_listener = std::net::TcpListener::bind(&options.http_listen)
@@ -230,23 +291,42 @@ pub fn start_with<S: Store>(
         Some((listener, _)) => Some(listener.local_addr()?),
         None => None,
     };
-    banner.push_str(&format!(
-        "ISO 8583 listening on {iso_addr} (spec {}, {:?} length header)\nHTTP listening on http://{http_addr}\n",
+    Ok(Bound {
+        iso: iso_listener,
+        http: http_listener,
+        secure,
+        iso_addr,
+        http_addr,
+        secure_addr,
+        ca,
+    })
+}
+
+/// The banner's lines about the listeners.
+fn describe_listeners(spec: &Spec, options: &ServeOptions, bound: &Bound) -> String {
+    let mut banner = format!(
+        "ISO 8583 listening on {} (spec {}, {:?} length header)\nHTTP listening on http://{}\n",
+        bound.iso_addr,
         spec.name(),
-        options.iso.header
-    ));
-    if let Some(addr) = secure_addr {
+        options.iso.header,
+        bound.http_addr,
+    );
+    if let Some(addr) = bound.secure_addr {
         banner.push_str(&format!(
             "partner channel (/secure, TLS with client certificates) on https://{addr}; CA certificate {}\n",
-            ca.ca_cert_path().display()
+            bound.ca.ca_cert_path().display()
         ));
     }
-    banner.push_str(&cards);
+    banner
+}
 
-    let jwe_keys = crate::http::jwe::ServerKeys::load_or_create(&options.data)
-        .map_err(|e| format!("JWE keys: {e}"))?;
-    let card_secrets = secrets.clone();
-    let shutdown = CancellationToken::new();
+/// What every ISO 8583 connection shares: the dialect, the card secrets, the writer.
+fn iso_context(
+    spec: Spec,
+    secrets: CardSecrets,
+    options: &ServeOptions,
+    engine: EngineHandle,
+) -> IsoContext {
     let profile = Profile::for_spec(&spec);
     if options.zpk.is_none() {
         tracing::warn!(
@@ -254,167 +334,217 @@ pub fn start_with<S: Store>(
         );
     }
     let parse_options = crate::protocol::ParseOptions::for_spec(&spec, options.zpk.clone());
-    let context = Arc::new(IsoContext {
+    IsoContext {
         spec,
         profile,
         parse_options,
         secrets,
         config: options.iso.clone(),
-        engine: handle.clone(),
-    });
-    let network_handle = handle.clone();
-    let mut http_context =
-        crate::http::HttpContext::new(handle.clone(), options.http.clone(), Some(ca.clone()));
+        engine,
+    }
+}
+
+/// What every HTTP request shares: the writer, our CA and JWE keys, the card
+/// keys, the listeners' flags for readiness, and the metrics to render.
+fn http_context(
+    engine: EngineHandle,
+    options: &ServeOptions,
+    ca: Arc<crate::ca::Ca>,
+    jwe_keys: crate::http::jwe::ServerKeys,
+    card_secrets: CardSecrets,
+    listeners: Arc<crate::http::Listeners>,
+    metrics: Option<&'static metrics_exporter_prometheus::PrometheusHandle>,
+) -> crate::http::HttpContext {
+    let mut http_context = crate::http::HttpContext::new(engine, options.http.clone(), Some(ca));
     http_context.jwe = Some(Arc::new(jwe_keys));
     http_context.card_keys = Some(crate::manage::cards::CardKeys::new(card_secrets));
-    let listeners = Arc::new(crate::http::Listeners {
-        secure: secure
-            .as_ref()
-            .map(|_| std::sync::atomic::AtomicBool::new(false)),
-        ..crate::http::Listeners::default()
-    });
-    http_context.listeners = Some(listeners.clone());
-    let http_context = Arc::new(http_context);
-    let network_shutdown = shutdown.clone();
-    let sweep_interval = options.sweep_interval;
-    let smtp = options.smtp.clone();
-    let notify_interval = options.notify_interval;
+    http_context.listeners = Some(listeners);
+    http_context.metrics = metrics.cloned();
+    http_context
+}
+
+/// Everything the network thread runs.
+struct Network {
+    iso_listener: std::net::TcpListener,
+    http_listener: std::net::TcpListener,
+    secure: Option<(std::net::TcpListener, Arc<rustls::ServerConfig>)>,
+    ca: Arc<crate::ca::Ca>,
+    router: ReplyRouter,
+    iso_context: Arc<IsoContext>,
+    http_context: Arc<crate::http::HttpContext>,
+    listeners: Arc<crate::http::Listeners>,
+    engine: EngineHandle,
+    smtp: Option<crate::integrations::notify::SmtpConfig>,
+    notify_interval: Duration,
+    sweep_interval: Duration,
+    metrics: Option<&'static metrics_exporter_prometheus::PrometheusHandle>,
+    shutdown: CancellationToken,
+}
+
+/// Starts the network thread: every listener, the reply router, the notifier
+/// and the housekeeping ticks, until shutdown.
+fn spawn_network(network: Network) -> Result<std::thread::JoinHandle<()>, BoxError> {
     // One thread for the network (a current-thread runtime), one for the writer:
     // on a small machine this beats a work-stealing pool (fewer wakeups and cache moves).
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let network = std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name("antaca-net".into())
-        .spawn(move || {
-            runtime.block_on(async move {
-                let iso_listener = match tokio::net::TcpListener::from_std(iso_listener) {
-                    Ok(l) => l,
-                    Err(e) => return tracing::error!(error = %e, "iso listener"),
-                };
-                let http_listener = match tokio::net::TcpListener::from_std(http_listener) {
-                    Ok(l) => l,
-                    Err(e) => return tracing::error!(error = %e, "http listener"),
-                };
-                tokio::spawn(router.run());
-                let up = |flag: &std::sync::atomic::AtomicBool, value: bool| {
-                    flag.store(value, std::sync::atomic::Ordering::Relaxed)
-                };
-                let iso = tokio::spawn({
-                    let listeners = listeners.clone();
-                    let serving =
-                        crate::iso_server::serve(iso_listener, context, network_shutdown.clone());
-                    async move {
-                        up(&listeners.iso, true);
-                        serving.await;
-                        up(&listeners.iso, false);
+        .spawn(move || runtime.block_on(run_network(network)))?;
+    Ok(thread)
+}
+
+/// Marks a listener up or down for the readiness probe.
+fn up(flag: &std::sync::atomic::AtomicBool, value: bool) {
+    flag.store(value, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The network thread's work; returns once every listener has drained.
+async fn run_network(network: Network) {
+    let Network {
+        iso_listener,
+        http_listener,
+        secure,
+        ca,
+        router,
+        iso_context,
+        http_context,
+        listeners,
+        engine: network_handle,
+        smtp,
+        notify_interval,
+        sweep_interval,
+        metrics,
+        shutdown: network_shutdown,
+    } = network;
+    let iso_listener = match tokio::net::TcpListener::from_std(iso_listener) {
+        Ok(l) => l,
+        Err(e) => return tracing::error!(error = %e, "iso listener"),
+    };
+    let http_listener = match tokio::net::TcpListener::from_std(http_listener) {
+        Ok(l) => l,
+        Err(e) => return tracing::error!(error = %e, "http listener"),
+    };
+    tokio::spawn(router.run());
+    let iso = tokio::spawn({
+        let listeners = listeners.clone();
+        let serving = crate::iso_server::serve(iso_listener, iso_context, network_shutdown.clone());
+        async move {
+            up(&listeners.iso, true);
+            serving.await;
+            up(&listeners.iso, false);
+        }
+    });
+    let secure_task = secure.and_then(|(listener, config)| {
+        serve_secure(
+            listener,
+            config,
+            ca,
+            http_context.clone(),
+            listeners.clone(),
+            network_shutdown.clone(),
+        )
+    });
+    let http = tokio::spawn({
+        let listeners = listeners.clone();
+        let serving = crate::http::serve(http_listener, http_context, network_shutdown.clone());
+        async move {
+            up(&listeners.http, true);
+            serving.await;
+            up(&listeners.http, false);
+        }
+    });
+    let notifier = smtp.map(|smtp| {
+        crate::integrations::notify::spawn_notifier(
+            network_handle.clone(),
+            smtp,
+            notify_interval,
+            network_shutdown.clone(),
+        )
+    });
+    housekeeping(&network_handle, metrics, sweep_interval, &network_shutdown).await;
+    let _ = iso.await;
+    let _ = http.await;
+    if let Some(secure) = secure_task {
+        let _ = secure.await;
+    }
+    if let Some(notifier) = notifier {
+        let _ = notifier.await;
+    }
+}
+
+/// Serves the partner channel on the TLS listener; `None` when the listener
+/// cannot be registered with the runtime (logged).
+fn serve_secure(
+    listener: std::net::TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    ca: Arc<crate::ca::Ca>,
+    http_context: Arc<crate::http::HttpContext>,
+    listeners: Arc<crate::http::Listeners>,
+    shutdown: CancellationToken,
+) -> Option<tokio::task::JoinHandle<()>> {
+    match tokio::net::TcpListener::from_std(listener) {
+        Ok(listener) => {
+            let ctx = http_context;
+            let handler = move |request, identity: Arc<crate::ca::PartnerIdentity>| {
+                let ctx = ctx.clone();
+                // Checked on every request too: a certificate revoked while its
+                // connection stays open is refused from the next request on.
+                let revoked = ca.is_revoked(&identity.serial_hex);
+                async move {
+                    if revoked {
+                        return crate::http::api::ApiError::forbidden(
+                            ErrorCode::CertificateRevoked,
+                            "this client certificate has been revoked",
+                        )
+                        .response();
                     }
-                });
-                let secure_task = match secure {
-                    Some((listener, config)) => match tokio::net::TcpListener::from_std(listener) {
-                        Ok(listener) => {
-                            let ctx = http_context.clone();
-                            let ca = ca.clone();
-                            let handler =
-                                move |request, identity: Arc<crate::ca::PartnerIdentity>| {
-                                    let ctx = ctx.clone();
-                                    // Checked on every request too: a certificate revoked while its
-                                    // connection stays open is refused from the next request on.
-                                    let revoked = ca.is_revoked(&identity.serial_hex);
-                                    async move {
-                                        if revoked {
-                                            return crate::http::api::ApiError::forbidden(
-                                                "CERTIFICATE_REVOKED",
-                                                "this client certificate has been revoked",
-                                            )
-                                            .response();
-                                        }
-                                        crate::http::handle(
-                                            ctx,
-                                            request,
-                                            Some(identity.program.clone()),
-                                        )
-                                        .await
-                                    }
-                                };
-                            let serving = crate::http::tls::serve_tls(
-                                listener,
-                                config,
-                                network_shutdown.clone(),
-                                handler,
-                            );
-                            let listeners = listeners.clone();
-                            Some(tokio::spawn(async move {
-                                if let Some(flag) = &listeners.secure {
-                                    up(flag, true);
-                                }
-                                serving.await;
-                                if let Some(flag) = &listeners.secure {
-                                    up(flag, false);
-                                }
-                            }))
-                        }
-                        Err(e) => {
-                            tracing::error!(error = %e, "secure listener");
-                            None
-                        }
-                    },
-                    None => None,
-                };
-                let http = tokio::spawn({
-                    let listeners = listeners.clone();
-                    let serving =
-                        crate::http::serve(http_listener, http_context, network_shutdown.clone());
-                    async move {
-                        up(&listeners.http, true);
-                        serving.await;
-                        up(&listeners.http, false);
-                    }
-                });
-                let notifier = smtp.map(|smtp| {
-                    crate::integrations::notify::spawn_notifier(
-                        network_handle.clone(),
-                        smtp,
-                        notify_interval,
-                        network_shutdown.clone(),
-                    )
-                });
-                let mut tick = tokio::time::interval(sweep_interval);
-                // Histograms keep raw samples until upkeep folds them into buckets: keep memory bounded.
-                let mut upkeep = tokio::time::interval(Duration::from_secs(5));
-                loop {
-                    tokio::select! {
-                        _ = network_shutdown.cancelled() => break,
-                        _ = upkeep.tick() => {
-                            if let Some(handle) = metrics {
-                                handle.run_upkeep();
-                            }
-                        }
-                        _ = tick.tick() => {
-                            if network_handle.send(Command::ExpireHolds).await.is_err() { break; }
-                        }
-                    }
+                    crate::http::handle(ctx, request, Some(identity.program.clone())).await
                 }
-                let _ = iso.await;
-                let _ = http.await;
-                if let Some(secure) = secure_task {
-                    let _ = secure.await;
+            };
+            let serving = crate::http::tls::serve_tls(listener, config, shutdown, handler);
+            Some(tokio::spawn(async move {
+                if let Some(flag) = &listeners.secure {
+                    up(flag, true);
                 }
-                if let Some(notifier) = notifier {
-                    let _ = notifier.await;
+                serving.await;
+                if let Some(flag) = &listeners.secure {
+                    up(flag, false);
                 }
-            });
-        })?;
-    Ok(Running {
-        iso_addr,
-        http_addr,
-        secure_addr,
-        engine: Some(handle),
-        banner,
-        shutdown,
-        network: Some(network),
-        writer: Some(writer),
-    })
+            }))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "secure listener");
+            None
+        }
+    }
+}
+
+/// Until shutdown (or the writer stops): sweeps expired holds every
+/// `sweep_interval` and runs the metrics upkeep every 5 s.
+async fn housekeeping(
+    engine: &EngineHandle,
+    metrics: Option<&'static metrics_exporter_prometheus::PrometheusHandle>,
+    sweep_interval: Duration,
+    shutdown: &CancellationToken,
+) {
+    let mut tick = tokio::time::interval(sweep_interval);
+    // Histograms keep raw samples until upkeep folds them into buckets: keep memory bounded.
+    let mut upkeep = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = upkeep.tick() => {
+                if let Some(handle) = metrics {
+                    handle.run_upkeep();
+                }
+            }
+            _ = tick.tick() => {
+                if engine.send(Command::ExpireHolds).await.is_err() { break; }
+            }
+        }
+    }
 }
 
 /// One line per card: id, masked PAN, type, state, lock, expiry, balance.

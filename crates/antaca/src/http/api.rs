@@ -21,14 +21,14 @@ pub struct ApiError {
     /// HTTP status.
     pub status: StatusCode,
     /// Stable machine-readable code.
-    pub code: &'static str,
+    pub code: ErrorCode,
     /// Human-readable message (never card data).
     pub message: String,
 }
 
 impl ApiError {
     /// An error with a status, code and message.
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
             code,
@@ -37,22 +37,22 @@ impl ApiError {
     }
 
     /// 400 with a code.
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+    pub fn bad_request(code: ErrorCode, message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, code, message)
     }
 
     /// 401 with a code.
-    pub fn unauthorized(code: &'static str, message: impl Into<String>) -> ApiError {
+    pub fn unauthorized(code: ErrorCode, message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::UNAUTHORIZED, code, message)
     }
 
     /// 403 with a code.
-    pub fn forbidden(code: &'static str, message: impl Into<String>) -> ApiError {
+    pub fn forbidden(code: ErrorCode, message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::FORBIDDEN, code, message)
     }
 
     /// 404 with a code.
-    pub fn not_found(code: &'static str, message: impl Into<String>) -> ApiError {
+    pub fn not_found(code: ErrorCode, message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, code, message)
     }
 
@@ -60,7 +60,7 @@ impl ApiError {
     pub fn response(&self) -> HttpResponse {
         json_response(
             self.status,
-            &serde_json::json!({ "code": self.code, "message": self.message }),
+            &serde_json::json!({ "code": self.code.as_str(), "message": self.message }),
         )
     }
 }
@@ -69,16 +69,16 @@ impl From<ManageError> for ApiError {
     fn from(e: ManageError) -> ApiError {
         match e {
             ManageError::NotFound { code, message } => {
-                ApiError::new(StatusCode::NOT_FOUND, code.as_str(), message)
+                ApiError::new(StatusCode::NOT_FOUND, code, message)
             }
             ManageError::Conflict { code, message } => {
-                ApiError::new(StatusCode::CONFLICT, code.as_str(), message)
+                ApiError::new(StatusCode::CONFLICT, code, message)
             }
             ManageError::Invalid { code, message } if code == ErrorCode::UnsupportedMediaType => {
-                ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, code.as_str(), message)
+                ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, code, message)
             }
             ManageError::Invalid { code, message } => {
-                ApiError::new(StatusCode::BAD_REQUEST, code.as_str(), message)
+                ApiError::new(StatusCode::BAD_REQUEST, code, message)
             }
         }
     }
@@ -90,7 +90,7 @@ impl From<ApplyError> for ApiError {
         tracing::error!(error = %e, "management operation not committed");
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "STORAGE_UNAVAILABLE",
+            ErrorCode::StorageUnavailable,
             "the change could not be made durable; retry later",
         )
     }
@@ -134,7 +134,7 @@ pub fn parse_json<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Resu
     if !content_type.is_empty() && !media_type.eq_ignore_ascii_case("application/json") {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "UNSUPPORTED_MEDIA_TYPE",
+            ErrorCode::UnsupportedMediaType,
             "send the body as application/json",
         ));
     }
@@ -142,15 +142,15 @@ pub fn parse_json<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Resu
         let message = e.to_string();
         let code = match e.classify() {
             serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
-                "MALFORMED_JSON"
+                ErrorCode::MalformedJson
             }
             serde_json::error::Category::Data if message.starts_with("unknown field") => {
-                "UNKNOWN_FIELD"
+                ErrorCode::UnknownField
             }
             serde_json::error::Category::Data if message.starts_with("missing field") => {
-                "MISSING_FIELD"
+                ErrorCode::MissingField
             }
-            _ => "INVALID_FIELD",
+            _ => ErrorCode::InvalidField,
         };
         ApiError::bad_request(code, message)
     })

@@ -4,8 +4,6 @@
 //! change goes through the engine's writer, so the next authorization sees it.
 
 pub mod api;
-pub mod card_routes;
-pub mod ekyc;
 pub mod jwe;
 pub mod routes;
 pub mod sessions;
@@ -132,6 +130,8 @@ pub struct HttpContext {
     pub body_limit: usize,
     /// Which listeners are up (`None`: not tracked, taken as up).
     pub listeners: Option<Arc<Listeners>>,
+    /// The process's Prometheus recorder, rendered at `/metrics` (`None`: `/metrics` is empty).
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 impl HttpContext {
@@ -158,6 +158,7 @@ impl HttpContext {
             max_connections: config.max_connections.max(1),
             body_limit: config.body_limit,
             listeners: None,
+            metrics: None,
         }
     }
 }

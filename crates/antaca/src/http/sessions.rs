@@ -4,6 +4,7 @@
 //! Session tokens and pairing codes live in memory (a restart signs everyone
 //! out); installations and administrators are records in the store.
 
+use crate::manage::error::ErrorCode;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use serde::{Deserialize, Serialize};
@@ -80,6 +81,94 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
             .verify_password(password.as_bytes(), &parsed)
             .is_ok()
     })
+}
+
+/// Why a new administrator is refused (the panel and `antaca admin add` say the same).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NewAdministratorError {
+    /// The login is empty, longer than 64 bytes, or has a character other than letters, digits and `-_.@`.
+    InvalidLogin,
+    /// The password has fewer than 12 characters.
+    WeakPassword,
+    /// The password could not be hashed.
+    Hash(String),
+}
+
+impl NewAdministratorError {
+    /// The error code the HTTP plane answers with.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            NewAdministratorError::InvalidLogin | NewAdministratorError::Hash(_) => {
+                ErrorCode::InvalidField
+            }
+            NewAdministratorError::WeakPassword => ErrorCode::WeakPassword,
+        }
+    }
+}
+
+impl std::fmt::Display for NewAdministratorError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NewAdministratorError::InvalidLogin => {
+                f.write_str("login is 1 to 64 letters, digits or -_.@")
+            }
+            NewAdministratorError::WeakPassword => {
+                f.write_str("a password has at least 12 characters")
+            }
+            NewAdministratorError::Hash(e) => f.write_str(e),
+        }
+    }
+}
+
+impl std::error::Error for NewAdministratorError {}
+
+/// Checks a new administrator's login and password.
+fn validate_new_administrator(login: &str, password: &str) -> Result<(), NewAdministratorError> {
+    if login.is_empty()
+        || login.len() > 64
+        || !login
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b))
+    {
+        return Err(NewAdministratorError::InvalidLogin);
+    }
+    if password.chars().count() < 12 {
+        return Err(NewAdministratorError::WeakPassword);
+    }
+    Ok(())
+}
+
+/// The record of a new administrator: login and password checked, then the
+/// password hashed (Argon2id is slow: keep it off the network thread).
+pub fn new_administrator(
+    login: &str,
+    password: &str,
+    role: Role,
+) -> Result<Administrator, NewAdministratorError> {
+    validate_new_administrator(login, password)?;
+    let password_hash = hash_password(password).map_err(NewAdministratorError::Hash)?;
+    Ok(Administrator {
+        login: login.to_string(),
+        role,
+        password_hash,
+        failed_attempts: 0,
+        locked_until_ms: 0,
+    })
+}
+
+/// Adds a new administrator's record unless its login exists; `false` (and
+/// nothing changed) when it does.
+pub fn insert_administrator(
+    state: &mut crate::engine::state::State,
+    changes: &mut crate::engine::state::Changes,
+    admin: &Administrator,
+) -> bool {
+    let key = admin_key(&admin.login);
+    if state.records.contains_key(&key) {
+        return false;
+    }
+    changes.put_record(state, &key, admin);
+    true
 }
 
 /// A device installation, kept as the record `device/{user}/{installation}`.

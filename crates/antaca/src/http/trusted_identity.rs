@@ -9,6 +9,7 @@
 //! argument; this module never reads the clock.
 
 use crate::ca::{partner_identity, Ca, PartnerIdentity};
+use crate::manage::error::ErrorCode;
 use base64::Engine as _;
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -71,19 +72,19 @@ pub enum IdentityError {
 
 impl IdentityError {
     /// The stable machine-readable code of this refusal.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            IdentityError::Malformed => "TRUSTED_IDENTITY_MALFORMED",
-            IdentityError::BadAlgorithm => "TRUSTED_IDENTITY_BAD_ALGORITHM",
-            IdentityError::NoCertificate => "TRUSTED_IDENTITY_NO_CERTIFICATE",
-            IdentityError::UntrustedCertificate => "TRUSTED_IDENTITY_UNTRUSTED_CERTIFICATE",
-            IdentityError::Revoked => "TRUSTED_IDENTITY_CERTIFICATE_REVOKED",
-            IdentityError::NoProgram => "TRUSTED_IDENTITY_NO_PROGRAM",
-            IdentityError::BadSignature => "TRUSTED_IDENTITY_BAD_SIGNATURE",
-            IdentityError::Expired => "TRUSTED_IDENTITY_EXPIRED",
-            IdentityError::IssuedInFuture => "TRUSTED_IDENTITY_ISSUED_IN_FUTURE",
-            IdentityError::ReusedJti => "TRUSTED_IDENTITY_REUSED_JTI",
-            IdentityError::ReplayCacheFull => "TRUSTED_IDENTITY_BUSY",
+            IdentityError::Malformed => ErrorCode::TrustedIdentityMalformed,
+            IdentityError::BadAlgorithm => ErrorCode::TrustedIdentityBadAlgorithm,
+            IdentityError::NoCertificate => ErrorCode::TrustedIdentityNoCertificate,
+            IdentityError::UntrustedCertificate => ErrorCode::TrustedIdentityUntrustedCertificate,
+            IdentityError::Revoked => ErrorCode::TrustedIdentityCertificateRevoked,
+            IdentityError::NoProgram => ErrorCode::TrustedIdentityNoProgram,
+            IdentityError::BadSignature => ErrorCode::TrustedIdentityBadSignature,
+            IdentityError::Expired => ErrorCode::TrustedIdentityExpired,
+            IdentityError::IssuedInFuture => ErrorCode::TrustedIdentityIssuedInFuture,
+            IdentityError::ReusedJti => ErrorCode::TrustedIdentityReusedJti,
+            IdentityError::ReplayCacheFull => ErrorCode::TrustedIdentityBusy,
         }
     }
 }
@@ -333,9 +334,12 @@ mod tests {
 
     #[test]
     fn codes_are_stable() {
-        assert_eq!(IdentityError::Expired.code(), "TRUSTED_IDENTITY_EXPIRED");
         assert_eq!(
-            IdentityError::ReusedJti.code(),
+            IdentityError::Expired.code().as_str(),
+            "TRUSTED_IDENTITY_EXPIRED"
+        );
+        assert_eq!(
+            IdentityError::ReusedJti.code().as_str(),
             "TRUSTED_IDENTITY_REUSED_JTI"
         );
     }

@@ -6,6 +6,7 @@
 //! logged or put in an error message. Neither are the API key nor the
 //! callback secret (`ProviderConfig`'s `Debug` hides them).
 
+use crate::manage::error::ErrorCode;
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use http_body_util::{BodyExt, Full, Limited};
@@ -307,13 +308,13 @@ pub enum CallbackError {
 
 impl CallbackError {
     /// A stable code for the HTTP answer and logs.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            CallbackError::MissingSignature => "MISSING_SIGNATURE",
-            CallbackError::InvalidTimestamp => "INVALID_TIMESTAMP",
-            CallbackError::InvalidSignature => "INVALID_SIGNATURE",
-            CallbackError::StaleCallback(_) => "STALE_CALLBACK",
-            CallbackError::InvalidPayload(_) => "INVALID_PAYLOAD",
+            CallbackError::MissingSignature => ErrorCode::MissingSignature,
+            CallbackError::InvalidTimestamp => ErrorCode::InvalidTimestamp,
+            CallbackError::InvalidSignature => ErrorCode::InvalidSignature,
+            CallbackError::StaleCallback(_) => ErrorCode::StaleCallback,
+            CallbackError::InvalidPayload(_) => ErrorCode::InvalidPayload,
         }
     }
 }

@@ -34,6 +34,7 @@
 //! not decrypt under our key (another recipient, tampered bytes) is
 //! `CANT_DECRYPT_PAYLOAD`.
 
+use crate::manage::error::ErrorCode;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -117,13 +118,13 @@ impl Eq for JweError {}
 
 impl JweError {
     /// The API error code (`ENCRYPTION_REQUIRED`, `INVALID_PUBLIC_KEY`, ...).
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            JweError::EncryptionRequired => "ENCRYPTION_REQUIRED",
-            JweError::InvalidPublicKey(_) => "INVALID_PUBLIC_KEY",
-            JweError::InvalidPayload(_) => "INVALID_PAYLOAD",
-            JweError::CantDecrypt => "CANT_DECRYPT_PAYLOAD",
-            JweError::Io { .. } | JweError::Internal(_) => "INTERNAL_ERROR",
+            JweError::EncryptionRequired => ErrorCode::EncryptionRequired,
+            JweError::InvalidPublicKey(_) => ErrorCode::InvalidPublicKey,
+            JweError::InvalidPayload(_) => ErrorCode::InvalidPayload,
+            JweError::CantDecrypt => ErrorCode::CantDecryptPayload,
+            JweError::Io { .. } | JweError::Internal(_) => ErrorCode::InternalError,
         }
     }
 

@@ -1,11 +1,13 @@
 //! Card endpoints of the three channels (see `routes()` for the table and
-//! which of them travel as JWE), and the JWE public keys.
+//! which of them travel as JWE), and the JWE public keys. Card data comes
+//! from `manage::cards` through the writer; nothing here reads the store.
 
-use super::api::{created, no_content, ok, parse_json, ApiError, HttpResponse};
-use super::routes::{Call, Principal};
-use super::HttpContext;
+use super::scope::apply;
+use super::{Call, Principal};
+use crate::http::api::{self, created, no_content, ok, parse_json, ApiError, HttpResponse};
+use crate::http::HttpContext;
 use crate::manage::cards::{self, CardKeys, Scope};
-use crate::manage::ManageError;
+use crate::manage::error::ErrorCode;
 use hyper::StatusCode;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -14,7 +16,7 @@ fn keys(ctx: &HttpContext) -> Result<CardKeys, ApiError> {
     ctx.card_keys.clone().ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "CARD_KEYS_UNAVAILABLE",
+            ErrorCode::CardKeysUnavailable,
             "no card keys are configured",
         )
     })
@@ -43,7 +45,7 @@ fn scope(call: &Call) -> Result<(Option<String>, Scope), ApiError> {
         }
         Principal::Admin { .. } => Ok((param("customerId"), Scope::any())),
         Principal::Anonymous => Err(ApiError::unauthorized(
-            "UNAUTHORIZED",
+            ErrorCode::Unauthorized,
             "authentication required",
         )),
     }
@@ -53,20 +55,7 @@ fn card_id(call: &Call) -> Result<String, ApiError> {
     call.params
         .get("cardId")
         .cloned()
-        .ok_or_else(|| ApiError::bad_request("INVALID_PATH", "missing card id"))
-}
-
-async fn apply<T: Send + 'static>(
-    ctx: &HttpContext,
-    f: impl FnOnce(
-            &mut crate::engine::state::State,
-            &mut crate::engine::state::Changes,
-            u64,
-        ) -> Result<T, ManageError>
-        + Send
-        + 'static,
-) -> Result<T, ApiError> {
-    ctx.engine.apply(f).await?.map_err(ApiError::from)
+        .ok_or_else(|| ApiError::bad_request(ErrorCode::InvalidPath, "missing card id"))
 }
 
 #[derive(Deserialize)]
@@ -78,8 +67,8 @@ struct IssueRequest {
 /// Creates a virtual card synchronously; the answer carries its full data (JWE).
 pub async fn create_virtual(ctx: Arc<HttpContext>, call: Call) -> Result<HttpResponse, ApiError> {
     let (customer, scope) = scope(&call)?;
-    let customer =
-        customer.ok_or_else(|| ApiError::bad_request("INVALID_PATH", "missing customer"))?;
+    let customer = customer
+        .ok_or_else(|| ApiError::bad_request(ErrorCode::InvalidPath, "missing customer"))?;
     let body: IssueRequest = parse_json(&call.headers, &call.body)?;
     let keys = keys(&ctx)?;
     let data = apply(&ctx, move |state, changes, now| {
@@ -125,8 +114,8 @@ pub async fn create_virtual_async(
     call: Call,
 ) -> Result<HttpResponse, ApiError> {
     let (customer, scope) = scope(&call)?;
-    let customer =
-        customer.ok_or_else(|| ApiError::bad_request("INVALID_PATH", "missing customer"))?;
+    let customer = customer
+        .ok_or_else(|| ApiError::bad_request(ErrorCode::InvalidPath, "missing customer"))?;
     let body: IssueRequest = parse_json(&call.headers, &call.body)?;
     let keys = keys(&ctx)?;
     let for_record = customer.clone();
@@ -180,7 +169,7 @@ pub async fn create_virtual_async(
             tracing::error!(error = %e, "asynchronous card creation not committed");
         }
     });
-    Ok(super::api::json_response(StatusCode::ACCEPTED, &operation))
+    Ok(api::json_response(StatusCode::ACCEPTED, &operation))
 }
 
 fn scope_for(call: &Call) -> Result<Scope, ApiError> {
@@ -211,7 +200,7 @@ pub async fn operation(ctx: Arc<HttpContext>, call: Call) -> Result<HttpResponse
     match found {
         Some(op) if customer.as_ref().is_none_or(|c| c == &op.customer_id) => ok(&op),
         _ => Err(ApiError::not_found(
-            "OPERATION_NOT_FOUND",
+            ErrorCode::OperationNotFound,
             "no such card operation",
         )),
     }
@@ -220,8 +209,8 @@ pub async fn operation(ctx: Arc<HttpContext>, call: Call) -> Result<HttpResponse
 /// Orders a physical card (inactive until personalised and activated).
 pub async fn order_physical(ctx: Arc<HttpContext>, call: Call) -> Result<HttpResponse, ApiError> {
     let (customer, scope) = scope(&call)?;
-    let customer =
-        customer.ok_or_else(|| ApiError::bad_request("INVALID_PATH", "missing customer"))?;
+    let customer = customer
+        .ok_or_else(|| ApiError::bad_request(ErrorCode::InvalidPath, "missing customer"))?;
     let body: IssueRequest = parse_json(&call.headers, &call.body)?;
     let keys = keys(&ctx)?;
     let view = apply(&ctx, move |state, changes, now| {
@@ -242,8 +231,8 @@ pub async fn order_physical(ctx: Arc<HttpContext>, call: Call) -> Result<HttpRes
 /// Lists a customer's cards (masked).
 pub async fn list(ctx: Arc<HttpContext>, call: Call) -> Result<HttpResponse, ApiError> {
     let (customer, scope) = scope(&call)?;
-    let customer =
-        customer.ok_or_else(|| ApiError::bad_request("INVALID_PATH", "missing customer"))?;
+    let customer = customer
+        .ok_or_else(|| ApiError::bad_request(ErrorCode::InvalidPath, "missing customer"))?;
     let admin = matches!(call.who, Principal::Admin { .. });
     let views = ctx
         .engine
@@ -367,7 +356,7 @@ pub async fn set_pin(ctx: Arc<HttpContext>, call: Call) -> Result<HttpResponse, 
     let scope = scope_for(&call)?;
     let body: PinRequest = parse_json(&call.headers, &call.body)?;
     let pin = crate::security::pinblock::Pin::parse(&body.pin)
-        .map_err(|_| ApiError::bad_request("INVALID_PIN", "a PIN is 4 to 12 digits"))?;
+        .map_err(|_| ApiError::bad_request(ErrorCode::InvalidPin, "a PIN is 4 to 12 digits"))?;
     let keys = keys(&ctx)?;
     let view = apply(&ctx, move |state, changes, _| {
         cards::set_pin(state, changes, &keys, &id, &scope, &pin)
@@ -387,20 +376,20 @@ struct ExternalLockRequest {
 pub async fn external_lock(ctx: Arc<HttpContext>, call: Call) -> Result<HttpResponse, ApiError> {
     let Principal::Partner { program } = &call.who else {
         return Err(ApiError::forbidden(
-            "WRONG_CHANNEL",
+            ErrorCode::WrongChannel,
             "external locks come over the TLS listener",
         ));
     };
     if !program.starts_with("network-") {
         return Err(ApiError::forbidden(
-            "NOT_AN_EXTERNAL_ENTITY",
+            ErrorCode::NotAnExternalEntity,
             "only certificates issued to external entities (program network-…) may lock cards by PAN",
         ));
     }
     let body: ExternalLockRequest = parse_json(&call.headers, &call.body)?;
     if !(12..=19).contains(&body.pan.len()) || !body.pan.bytes().all(|b| b.is_ascii_digit()) {
         return Err(ApiError::bad_request(
-            "INVALID_FIELD",
+            ErrorCode::InvalidField,
             "pan is 12 to 19 digits",
         ));
     }
@@ -419,7 +408,7 @@ pub async fn public_key(ctx: Arc<HttpContext>, _call: Call) -> Result<HttpRespon
     let Some(keys) = &ctx.jwe else {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "ENCRYPTION_UNAVAILABLE",
+            ErrorCode::EncryptionUnavailable,
             "no JWE key is configured",
         ));
     };
