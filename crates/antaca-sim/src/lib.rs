@@ -16,7 +16,7 @@ pub mod report;
 
 use antaca::iso8583::{EncodeError, Message, Spec};
 use antaca::net::framing::{encode_frame, FrameCodec, LengthHeader};
-use antaca::protocol::response_mti;
+use antaca::protocol::respond::response_mti;
 use book::{Book, SimCard};
 use bytes::{Bytes, BytesMut};
 use hdrhistogram::Histogram;

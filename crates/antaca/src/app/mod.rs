@@ -253,7 +253,7 @@ pub fn start_with<S: Store>(
             "no zone PIN key: messages with a PIN block (field 52) are declined as unverifiable"
         );
     }
-    let parse_options = crate::protocol::ParseOptions::for_spec(&spec, options.zpk.clone());
+    let parse_options = crate::protocol::parse::ParseOptions::for_spec(&spec, options.zpk.clone());
     let context = Arc::new(IsoContext {
         spec,
         profile,

@@ -60,7 +60,7 @@ pub struct IsoContext {
     /// Protocol settings derived from the spec.
     pub profile: Profile,
     /// Zone PIN key and TLV locations for reading PINs, CVV2s and lock reasons.
-    pub parse_options: protocol::ParseOptions,
+    pub parse_options: protocol::parse::ParseOptions,
     /// Keyed hashing of PANs.
     pub secrets: CardSecrets,
     /// Listener settings.
@@ -297,7 +297,7 @@ impl Connection {
                 return match e.partial.as_deref() {
                     Some(partial)
                         if partial.has(11)
-                            && protocol::response_mti(partial.mti()) != partial.mti() =>
+                            && protocol::respond::response_mti(partial.mti()) != partial.mti() =>
                     {
                         tracing::info!(peer = %self.peer, error = %e, "format error");
                         self.respond_now(partial, Outcome::FormatError);
@@ -307,7 +307,7 @@ impl Connection {
                 };
             }
         };
-        let request = match protocol::parse_with(
+        let request = match protocol::parse::parse_with(
             &message,
             context.profile,
             &context.secrets,
@@ -322,7 +322,7 @@ impl Connection {
             Err(ParseError::UnsupportedMti) => {
                 // Answer only when the answer's MTI differs from the request's
                 // (0600 → 0610); an MTI like 0190 has no response to send.
-                if protocol::response_mti(message.mti()) != message.mti() {
+                if protocol::respond::response_mti(message.mti()) != message.mti() {
                     self.respond_now(&message, Outcome::InvalidTransaction);
                 } else {
                     tracing::info!(peer = %self.peer, "ignored a message with an unanswerable MTI");
@@ -335,8 +335,9 @@ impl Connection {
             }
         };
         if request.class == MessageClass::NetworkManagement {
+            // Answered by the connection: network management never reaches the writer.
             tracing::debug!(peer = %self.peer, function = ?request.network, "network management");
-            self.respond_now(&message, Outcome::Approved);
+            self.respond_now(&message, protocol::respond::network_management().outcome);
             return Ok(());
         }
         let tag = self.next_tag;
@@ -363,13 +364,14 @@ impl Connection {
             return;
         };
         let mti = request.mti();
-        let message = protocol::into_response(request, response, self.context.profile);
+        let message = protocol::respond::into_response(request, response, self.context.profile);
         self.meters.record(mti, &message, started);
         self.write_message(&message);
     }
 
     fn respond_now(&mut self, request: &Message, outcome: Outcome) {
-        let message = protocol::build_error_response(request, outcome, self.context.profile);
+        let message =
+            protocol::respond::build_error_response(request, outcome, self.context.profile);
         self.meters.record(request.mti(), &message, Instant::now());
         self.write_message(&message);
     }
