@@ -219,9 +219,8 @@ pub fn start_with<S: Store>(
             let listener = std::net::TcpListener::bind(addr)
                 .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
             listener.set_nonblocking(true)?;
-            let config = ca
-                .server_tls_config()
-                .map_err(|e| format!("TLS listener: {e}"))?;
+            let config =
+                crate::http::tls::server_config(&ca).map_err(|e| format!("TLS listener: {e}"))?;
             Some((listener, config))
         }
         None => None,
