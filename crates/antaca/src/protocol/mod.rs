@@ -7,8 +7,9 @@
 //! the mappings live beside it: [`classify`] (MTI and processing code → kind
 //! of request), [`parse`] (message → request), [`respond`] (answer →
 //! message), [`keys`] (idempotency and original keys), [`tlv`] (subelements)
-//! and `builder` (request messages for clients: `send`, the simulator, tests).
+//! and [`builder`] (request messages for clients: `send`, the simulator, tests).
 
+pub mod builder;
 pub mod classify;
 pub mod keys;
 pub mod parse;
