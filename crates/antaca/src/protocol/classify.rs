@@ -28,7 +28,7 @@ pub struct Classified {
 
 impl Profile {
     /// The MTI's first digit in this dialect: 0 for 1987, 1 for 1993/2003.
-    pub fn version_digit(self) -> u8 {
+    fn version_digit(self) -> u8 {
         match self.dialect {
             Dialect::Iso87 => b'0',
             Dialect::Iso93 => b'1',
