@@ -295,10 +295,7 @@ impl Connection {
             Err(e) => {
                 // Answer with a format error when we know whom to answer (MTI and STAN); else close.
                 return match e.partial.as_deref() {
-                    Some(partial)
-                        if partial.has(11)
-                            && protocol::respond::response_mti(partial.mti()) != partial.mti() =>
-                    {
+                    Some(partial) if protocol::respond::can_answer_partial(partial) => {
                         tracing::info!(peer = %self.peer, error = %e, "format error");
                         self.respond_now(partial, Outcome::FormatError);
                         Ok(())
@@ -322,7 +319,7 @@ impl Connection {
             Err(ParseError::UnsupportedMti) => {
                 // Answer only when the answer's MTI differs from the request's
                 // (0600 → 0610); an MTI like 0190 has no response to send.
-                if protocol::respond::response_mti(message.mti()) != message.mti() {
+                if protocol::respond::has_response(message.mti()) {
                     self.respond_now(&message, Outcome::InvalidTransaction);
                 } else {
                     tracing::info!(peer = %self.peer, "ignored a message with an unanswerable MTI");
@@ -427,7 +424,7 @@ impl Meters {
     /// Records one answer: latency per request MTI, count per MTI and response code.
     fn record(&mut self, request_mti: [u8; 4], response: &Message, started: Instant) {
         let mut mti = label_key(&request_mti, 4..=4);
-        let mut code = label_key(response.get(39).unwrap_or(b""), 2..=4);
+        let mut code = label_key(protocol::respond::response_code(response), 2..=4);
         if self.responses.len() >= METER_LABELS {
             // Keep the handles already made; anything new is `other`.
             if !self.latency.iter().any(|(m, _)| *m == mti) {

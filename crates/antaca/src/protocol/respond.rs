@@ -36,6 +36,23 @@ pub fn response_mti(mti: [u8; 4]) -> [u8; 4] {
     out
 }
 
+/// Whether a request MTI has a response to send (0600 → 0610 has; 0190 has none).
+pub fn has_response(mti: [u8; 4]) -> bool {
+    response_mti(mti) != mti
+}
+
+/// Whether a message that did not decode completely can still be answered
+/// with a format error: it has a STAN (field 11) to be matched on and an
+/// MTI with a response.
+pub fn can_answer_partial(partial: &Message) -> bool {
+    partial.has(11) && has_response(partial.mti())
+}
+
+/// The response code (field 39) of a response; empty when absent.
+pub fn response_code(response: &Message) -> &[u8] {
+    response.get(39).unwrap_or(b"")
+}
+
 /// Builds the response to `request` carrying `response`.
 pub fn build_response(request: &Message, response: &AuthResponse, profile: Profile) -> Message {
     into_response(request.clone(), response, profile)
