@@ -139,7 +139,7 @@ fn bench_group_commit(c: &mut Criterion) {
                             m.set(32, "123456".to_string());
                             m.set(41, format!("T{:07}", stan / 1_000_000));
                             m.set(49, "978".to_string());
-                            protocol::parse(&m, profile, &secrets).expect("request")
+                            protocol::parse::parse(&m, profile, &secrets).expect("request")
                         })
                         .collect::<Vec<_>>()
                 },

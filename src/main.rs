@@ -7,6 +7,7 @@ use antaca::ca::Ca;
 use antaca::engine::{now_ms, EngineConfig};
 use antaca::manage::portfolio::{self, Portfolio};
 use antaca::net::framing::LengthHeader;
+use antaca::protocol::builder::RequestBuilder;
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -477,23 +478,28 @@ fn send(args: SendArgs) -> Result<(), BoxError> {
     let date = antaca::domain::calendar::date_of_ms(secs * 1000);
     let time = secs % 86_400;
     let hhmmss = format!("{:02}{:02}{:02}", time / 3600, (time / 60) % 60, time % 60);
-    let mut message = antaca::iso8583::Message::new(mti);
-    message.set(2, args.pan.clone());
-    message.set(3, args.processing.clone());
-    message.set(4, format!("{minor:012}"));
-    message.set(7, format!("{:02}{:02}{hhmmss}", date.month, date.day));
-    message.set(11, format!("{stan:06}"));
-    message.set(12, hhmmss);
-    message.set(13, format!("{:02}{:02}", date.month, date.day));
+    let dialect = antaca::protocol::Profile::for_spec(&spec).dialect;
+    let mut digits = bytes::BytesMut::new();
+    let mut request = RequestBuilder::new(dialect, mti, 16, &mut digits)
+        .pan(args.pan.clone())
+        .processing_code(args.processing.clone())
+        // `parse_amount` takes digits only: never negative.
+        .amount_minor(minor.unsigned_abs())
+        .transmission(format!("{:02}{:02}{hhmmss}", date.month, date.day))
+        .stan(stan)
+        .local_time(hhmmss)
+        .local_date(format!("{:02}{:02}", date.month, date.day));
     if let Some(expiry) = &args.expiry {
-        message.set(14, expiry.clone());
+        request = request.expiry(expiry.clone());
     }
-    message.set(32, "000001".to_string());
-    message.set(41, "CLI00001".to_string());
-    message.set(49, format!("{:03}", currency.numeric));
+    request = request
+        .acquirer("000001")
+        .terminal("CLI00001")
+        .currency_numeric(currency.numeric);
     if let Some(original) = &args.original {
-        message.set(90, original.clone());
+        request = request.original_data(original.clone());
     }
+    let message = request.build();
     println!("request:\n{}", antaca::tools::send::describe(&message));
     let response = antaca::tools::send::send(
         &args.iso,

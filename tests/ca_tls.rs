@@ -81,7 +81,7 @@ fn fixture(program: &str) -> Fixture {
 }
 
 async fn start(ca: &Arc<Ca>) -> (SocketAddr, CancellationToken) {
-    let config = ca.server_tls_config().expect("tls config");
+    let config = antaca::http::tls::server_config(ca).expect("tls config");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

@@ -282,7 +282,7 @@ fn approvals_present(
         dialect: Dialect::Iso87,
     };
     for (i, approval) in approvals.iter().enumerate() {
-        let parsed = protocol::parse(&approval.request, profile, secrets).expect("parse");
+        let parsed = protocol::parse::parse(&approval.request, profile, secrets).expect("parse");
         let key = parsed.idempotency_key();
         let Some(txn) = snapshot.txns_by_key.get(&key) else {
             panic!(

@@ -34,7 +34,7 @@ fn parse(msg: &Message) -> AuthRequest {
     let profile = Profile {
         dialect: antaca::domain::outcome::Dialect::Iso87,
     };
-    protocol::parse(msg, profile, &secrets()).expect("parse")
+    protocol::parse::parse(msg, profile, &secrets()).expect("parse")
 }
 
 fn process(engine: &mut Engine<MemoryStore>, msg: &Message, now: u64) -> (Outcome, Changes) {

@@ -49,7 +49,7 @@ async fn drive_pc_below_level(handle: &EngineHandle) {
     };
     for (stan, card, amount) in [(1, "cr0", 4_500), (2, "cr1", 4_500), (3, "cr2", 1)] {
         let message = request("0200", &pan(card), "000000", amount, stan);
-        let parsed = protocol::parse(&message, profile, &secrets()).expect("parse");
+        let parsed = protocol::parse::parse(&message, profile, &secrets()).expect("parse");
         let response = handle.request(parsed).await.expect("answer");
         assert_eq!(response.outcome, antaca::domain::outcome::Outcome::Approved);
     }

@@ -18,7 +18,8 @@ use antaca::http::jwe::{self, Encryption, ServerKeys};
 use antaca::iso8583::Spec;
 use antaca::manage::portfolio::{self, Portfolio};
 use antaca::net::framing::{encode_frame, FrameCodec, LengthHeader};
-use antaca::protocol::{self, ParseOptions, Profile};
+use antaca::protocol::parse::ParseOptions;
+use antaca::protocol::{self, Profile};
 use antaca::security::pinblock::ZonePinKey;
 use antaca::security::secrets::CardSecrets;
 use antaca::store::{MemoryStore, Store};
@@ -191,9 +192,9 @@ pub fn protocol_parse(data: &[u8]) {
             continue;
         };
         let profile = Profile::for_spec(spec);
-        let _ = protocol::parse(&msg, profile, card_secrets());
+        let _ = protocol::parse::parse(&msg, profile, card_secrets());
         let options = ParseOptions::for_spec(spec, Some(zone_pin_key().clone()));
-        let _ = protocol::parse_with(&msg, profile, card_secrets(), &options);
+        let _ = protocol::parse::parse_with(&msg, profile, card_secrets(), &options);
     }
 }
 

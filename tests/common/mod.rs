@@ -5,7 +5,9 @@
 pub mod partner;
 
 use antaca::app::{self, Running, ServeOptions};
+use antaca::domain::outcome::Dialect;
 use antaca::iso8583::{Message, Spec};
+use antaca::protocol::builder::RequestBuilder;
 use bytes::{Bytes, BytesMut};
 pub use rust_decimal::Decimal;
 use std::io::{Read, Write};
@@ -212,23 +214,25 @@ pub fn transmission_now() -> String {
 /// A request with the fields an acquirer sends: 2, 3, 4, 7, 11, 12, 13, 18, 22, 32, 37, 41, 42, 49.
 pub fn request(mti: &str, pan: &str, processing: &str, amount_minor: u64, stan: u32) -> Message {
     let mti: [u8; 4] = mti.as_bytes().try_into().expect("mti");
-    let mut m = Message::new(mti);
     let transmission = transmission_now();
-    m.set(2, pan.to_string());
-    m.set(3, processing.to_string());
-    m.set(4, format!("{amount_minor:012}"));
-    m.set(7, transmission.clone());
-    m.set(11, format!("{stan:06}"));
-    m.set(12, transmission[4..10].to_string());
-    m.set(13, transmission[0..4].to_string());
-    m.set(18, "5411".to_string());
-    m.set(22, "051".to_string());
-    m.set(32, "123456".to_string());
-    m.set(37, format!("{stan:012}"));
-    m.set(41, "TERM0001".to_string());
-    m.set(42, "MERCHANT0000001".to_string());
-    m.set(49, "978".to_string());
-    m
+    let mut digits = BytesMut::new();
+    // Field 12 is hhmmss whatever the dialect, as the tests always sent it.
+    RequestBuilder::new(Dialect::Iso87, mti, 16, &mut digits)
+        .pan(pan.to_string())
+        .processing_code(processing.to_string())
+        .amount_minor(amount_minor)
+        .transmission(transmission.clone())
+        .stan(stan)
+        .local_time(transmission[4..10].to_string())
+        .local_date(transmission[0..4].to_string())
+        .mcc("5411")
+        .pos_entry_mode("051")
+        .acquirer("123456")
+        .retrieval_reference(u64::from(stan))
+        .terminal("TERM0001")
+        .merchant("MERCHANT0000001")
+        .currency("978")
+        .build()
 }
 
 /// A purchase authorization (0100, processing 000000).
@@ -453,18 +457,22 @@ pub fn pin_block(pin: &str, pan: &str) -> Bytes {
 /// field 101 file name, lock `reason` in field 48 tag 90 when given.
 pub fn file_update(mti: &str, pan: &str, code: &str, reason: Option<u8>, stan: u32) -> Message {
     let mti: [u8; 4] = mti.as_bytes().try_into().expect("mti");
-    let mut m = Message::new(mti);
-    let transmission = transmission_now();
-    m.set(2, pan.to_string());
-    m.set(7, transmission);
-    m.set(11, format!("{stan:06}"));
-    m.set(32, "123456".to_string());
-    m.set(91, code.to_string());
-    m.set(101, "EXCEPTIONFILE".to_string());
+    let mut digits = BytesMut::new();
+    let mut m = RequestBuilder::new(Dialect::Iso87, mti, 8, &mut digits)
+        .pan(pan.to_string())
+        .transmission(transmission_now())
+        .stan(stan)
+        .acquirer("123456")
+        .file_update_code(code.to_string())
+        .file_name("EXCEPTIONFILE");
     if let Some(reason) = reason {
-        m.set(48, format!("9002{reason:02}"));
+        let location = antaca::iso8583::TlvLocation {
+            field: 48,
+            tag: "90".into(),
+        };
+        m = m.lock_reason(&location, reason);
     }
-    m
+    m.build()
 }
 
 impl TestServer {

@@ -14,7 +14,7 @@ use super::{Dialect, SimError};
 use antaca::iso8583::{Message, Spec};
 use antaca::net::accept::AcceptLoop;
 use antaca::net::framing::{encode_frame, FrameCodec, LengthHeader};
-use antaca::protocol::response_mti;
+use antaca::protocol::respond::response_mti;
 use bytes::{Bytes, BytesMut};
 use std::io::Write;
 use std::net::SocketAddr;

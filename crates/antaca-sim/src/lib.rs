@@ -16,7 +16,10 @@ pub mod report;
 
 use antaca::iso8583::{EncodeError, Message, Spec};
 use antaca::net::framing::{encode_frame, FrameCodec, LengthHeader};
-use antaca::protocol::response_mti;
+use antaca::protocol::builder::{cvv2_subelement, request_mti, RequestBuilder};
+use antaca::protocol::classify::{BALANCE_INQUIRY, PURCHASE, REFUND};
+use antaca::protocol::respond::response_mti;
+use antaca::protocol::NetworkFunction;
 use book::{Book, SimCard};
 use bytes::{Bytes, BytesMut};
 use hdrhistogram::Histogram;
@@ -236,12 +239,13 @@ impl Dialect {
         }
     }
 
-    fn mti(self, mti: &[u8; 4]) -> [u8; 4] {
-        let mut out = *mti;
+    /// The dialect as the request builder knows it.
+    fn wire(self) -> antaca::domain::outcome::Dialect {
         if self.iso93 {
-            out[0] = b'1';
+            antaca::domain::outcome::Dialect::Iso93
+        } else {
+            antaca::domain::outcome::Dialect::Iso87
         }
-        out
     }
 
     pub(crate) fn approval(self) -> &'static str {
@@ -282,12 +286,8 @@ struct Clock {
     secs: u64,
     /// Field 7: MMDDhhmmss.
     transmission: Bytes,
-    /// Field 12 (1987): hhmmss.
-    local_time: Bytes,
-    /// Field 12 (1993): YYMMDDhhmmss.
+    /// YYMMDDhhmmss, that fields 7, 12 and 13 are slices of.
     local_date_time: Bytes,
-    /// Field 13: MMDD.
-    local_date: Bytes,
 }
 
 impl Clock {
@@ -297,8 +297,6 @@ impl Clock {
         Clock {
             secs,
             transmission: all.slice(2..12),
-            local_time: all.slice(6..12),
-            local_date: all.slice(2..6),
             local_date_time: all,
         }
     }
@@ -347,21 +345,6 @@ impl WallClock {
     }
 }
 
-/// `value` in decimal, zero-padded to at least `width` digits (as
-/// `{value:0width$}`), cut from `arena`.
-fn zero_padded(arena: &mut Arena, value: u64, width: usize) -> Bytes {
-    let mut digits = [b'0'; 20];
-    let mut rest = value;
-    let mut start = digits.len();
-    while rest > 0 {
-        start -= 1;
-        digits[start] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-    }
-    let start = start.min(digits.len() - width.min(digits.len()));
-    arena.copy(&digits[start..])
-}
-
 /// Where a connection cuts the bytes of its requests from (varying field
 /// values, encoded bodies): one allocation serves many requests, and each
 /// piece is a reference-counted slice of it.
@@ -383,11 +366,10 @@ impl Arena {
         }
     }
 
-    /// A copy of `bytes`.
-    fn copy(&mut self, bytes: &[u8]) -> Bytes {
-        self.reserve(bytes.len());
-        self.0.extend_from_slice(bytes);
-        self.0.split().freeze()
+    /// The buffer a request's numbers are cut from, with room for them.
+    fn digits(&mut self) -> &mut BytesMut {
+        self.reserve(128);
+        &mut self.0
     }
 
     /// `spec`'s wire form of `message` (the frame body).
@@ -405,8 +387,8 @@ struct CardFields {
     pan: Bytes,
     expiry: Bytes,
     currency: Bytes,
-    /// The CVV2 as the spec carries it: (field, TLV value).
-    cvv2: Option<(usize, Bytes)>,
+    /// The CVV2 as the spec carries it (its TLV subelement).
+    cvv2: Option<Bytes>,
 }
 
 impl CardFields {
@@ -419,10 +401,11 @@ impl CardFields {
                 pan: Bytes::from(card.pan.clone()),
                 expiry: Bytes::from(card.expiry.clone()),
                 currency: Bytes::from(format!("{:03}", card.currency.numeric)),
-                cvv2: card.cvv2.as_ref().filter(|_| has_cvv2_field).map(|cvv2| {
-                    let value = format!("{}{:02}{}", location.tag, cvv2.len(), cvv2);
-                    (location.field, Bytes::from(value))
-                }),
+                cvv2: card
+                    .cvv2
+                    .as_ref()
+                    .filter(|_| has_cvv2_field)
+                    .map(|cvv2| cvv2_subelement(location, cvv2)),
             })
             .collect()
     }
@@ -603,78 +586,35 @@ impl Conn {
         c: usize,
         processing: &'static [u8],
         amount: i64,
-    ) -> Message {
+    ) -> RequestBuilder<'_> {
         let stan = self.next_stan();
         let card = &self.cards[c];
-        let mut m = Message::with_capacity(self.dialect.mti(mti), 16);
-        // In ascending field order: each `set` appends.
-        m.set(2, card.pan.clone());
-        m.set(3, Bytes::from_static(processing));
-        m.set(
-            4,
-            zero_padded(&mut self.arena, u64::try_from(amount).unwrap_or(0), 12),
-        );
-        m.set(7, self.clock.transmission.clone());
-        m.set(11, zero_padded(&mut self.arena, u64::from(stan), 6));
-        m.set(
-            12,
-            if self.dialect.iso93 {
-                self.clock.local_date_time.clone()
-            } else {
-                self.clock.local_time.clone()
-            },
-        );
-        m.set(13, self.clock.local_date.clone());
-        m.set(18, Bytes::from_static(b"5411"));
-        m.set(32, self.acquirer.clone());
-        m.set(
-            37,
-            zero_padded(
-                &mut self.arena,
-                (self.index % 10_000) as u64 * 100_000_000 + u64::from(stan),
-                12,
-            ),
-        );
-        m.set(41, self.terminal.clone());
-        m.set(42, Bytes::from_static(b"SIMMERCHANT0001"));
-        m.set(49, card.currency.clone());
-        m
+        let dialect = self.dialect.wire();
+        let reference = (self.index % 10_000) as u64 * 100_000_000 + u64::from(stan);
+        RequestBuilder::new(dialect, request_mti(dialect, mti), 16, self.arena.digits())
+            .pan(card.pan.clone())
+            .processing_code(Bytes::from_static(processing))
+            .amount_minor(u64::try_from(amount).unwrap_or(0))
+            .date_time(&self.clock.local_date_time)
+            .stan(stan)
+            .mcc(Bytes::from_static(b"5411"))
+            .acquirer(self.acquirer.clone())
+            .retrieval_reference(reference)
+            .terminal(self.terminal.clone())
+            .merchant(Bytes::from_static(b"SIMMERCHANT0001"))
+            .currency(card.currency.clone())
     }
 
-    /// Field 14 of card `c`.
-    fn with_expiry(&self, m: &mut Message, c: usize) {
-        m.set(14, self.cards[c].expiry.clone());
-    }
-
-    fn with_cvv2(&self, m: &mut Message, c: usize) {
-        if let Some((field, value)) = &self.cards[c].cvv2 {
-            m.set(*field, value.clone());
-        }
-    }
-
-    /// Field 90 (1987) or 56 (1993) naming `original`, an authorization of this connection.
-    fn set_original(&mut self, m: &mut Message, original: &Original) {
-        let mut value = Vec::with_capacity(48);
-        value.extend_from_slice(&original.mti);
-        value.extend_from_slice(format!("{:06}", original.stan).as_bytes());
-        let date_time = date_time_digits(original.secs);
-        let acquirer = &self.acquirer;
-        if self.dialect.iso93 {
-            // Field 12: YYMMDDhhmmss.
-            value.extend_from_slice(&date_time);
-            value.extend_from_slice(format!("{:02}", acquirer.len()).as_bytes());
-            value.extend_from_slice(acquirer);
-            m.set(56, value);
-        } else {
-            // Field 7: MMDDhhmmss.
-            value.extend_from_slice(&date_time[2..]);
-            // Acquirer and forwarding institution, zero-padded to 11 digits each.
-            let pad = 11usize.saturating_sub(acquirer.len());
-            value.resize(value.len() + pad, b'0');
-            value.extend_from_slice(acquirer);
-            value.resize(value.len() + 11, b'0');
-            m.set(90, value);
-        }
+    /// A request of card `c` with its expiry (field 14).
+    fn request_with_expiry(
+        &mut self,
+        mti: &[u8; 4],
+        c: usize,
+        processing: &'static [u8],
+        amount: i64,
+    ) -> RequestBuilder<'_> {
+        let expiry = self.cards[c].expiry.clone();
+        self.request(mti, c, processing, amount).expiry(expiry)
     }
 
     fn small_amount(&mut self, c: usize) -> i64 {
@@ -725,10 +665,21 @@ impl Conn {
             Kind::Auth => {
                 let c = self.good_card();
                 let amount = self.small_amount(c);
-                let mut m = self.request(b"0100", c, b"000000", amount);
-                self.with_expiry(&mut m, c);
-                self.with_cvv2(&mut m, c);
-                pending(kind, Some(c), amount, 0, m, Expect::ApprovedOrInsufficient)
+                let cvv2 = self.cards[c].cvv2.clone();
+                // A reference count, not a copy of the location, per message.
+                let spec = Arc::clone(&self.spec);
+                let mut m = self.request_with_expiry(b"0100", c, PURCHASE, amount);
+                if let Some(cvv2) = cvv2 {
+                    m = m.subelements(spec.cvv2_location(), cvv2);
+                }
+                pending(
+                    kind,
+                    Some(c),
+                    amount,
+                    0,
+                    m.build(),
+                    Expect::ApprovedOrInsufficient,
+                )
             }
             Kind::Completion | Kind::Reversal => {
                 let i = self.rng.gen_range(0..self.open.len());
@@ -743,8 +694,17 @@ impl Conn {
                 } else {
                     (b"0400", original.amount)
                 };
-                let mut m = self.request(mti, original.card, b"000000", amount);
-                self.set_original(&mut m, &original.original);
+                let acquirer = self.acquirer.clone();
+                let named = original.original;
+                let m = self
+                    .request(mti, original.card, PURCHASE, amount)
+                    .original(
+                        named.mti,
+                        named.stan,
+                        &date_time_digits(named.secs),
+                        &acquirer,
+                    )
+                    .build();
                 pending(
                     kind,
                     Some(original.card),
@@ -774,14 +734,14 @@ impl Conn {
                         (c, self.small_amount(c))
                     }
                 };
-                let mut m = self.request(b"0200", c, b"200000", amount);
-                self.with_expiry(&mut m, c);
+                let m = self.request_with_expiry(b"0200", c, REFUND, amount).build();
                 pending(kind, Some(c), amount, 0, m, Expect::Approved)
             }
             Kind::Inquiry => {
                 let c = self.good_card();
-                let mut m = self.request(b"0100", c, b"310000", 0);
-                self.with_expiry(&mut m, c);
+                let m = self
+                    .request_with_expiry(b"0100", c, BALANCE_INQUIRY, 0)
+                    .build();
                 pending(kind, Some(c), 0, 0, m, Expect::Approved)
             }
             Kind::Repeat | Kind::Duplicate => {
@@ -808,38 +768,39 @@ impl Conn {
                 if choice == 0 && !book.bad.is_empty() {
                     let c = book.bad[self.rng.gen_range(0..book.bad.len())];
                     let amount = self.small_amount(c);
-                    let mut m = self.request(b"0100", c, b"000000", amount);
-                    self.with_expiry(&mut m, c);
+                    let m = self
+                        .request_with_expiry(b"0100", c, PURCHASE, amount)
+                        .build();
                     return pending(kind, Some(c), amount, 0, m, Expect::Declined);
                 }
                 let c = self.good_card();
                 if choice == 1 {
                     let amount = self.small_amount(c);
-                    let mut m = self.request(b"0100", c, b"000000", amount);
+                    let m = self.request(b"0100", c, PURCHASE, amount);
                     let wrong: &'static [u8] = if book.cards[c].expiry == "2001" {
                         b"2002"
                     } else {
                         b"2001"
                     };
-                    m.set(14, Bytes::from_static(wrong));
+                    let m = m.expiry(Bytes::from_static(wrong)).build();
                     pending(kind, Some(c), amount, 0, m, Expect::Declined)
                 } else {
-                    let mut m = self.request(b"0100", c, b"000000", HUGE_AMOUNT);
-                    self.with_expiry(&mut m, c);
+                    let m = self
+                        .request_with_expiry(b"0100", c, PURCHASE, HUGE_AMOUNT)
+                        .build();
                     pending(kind, Some(c), HUGE_AMOUNT, 0, m, Expect::Insufficient)
                 }
             }
             Kind::Echo => {
                 let stan = self.next_stan();
-                let mut m = Message::with_capacity(self.dialect.mti(b"0800"), 3);
-                m.set(7, self.clock.transmission.clone());
-                m.set(11, zero_padded(&mut self.arena, u64::from(stan), 6));
-                if self.dialect.iso93 {
-                    m.set_mti(*b"1804");
-                    m.set(24, Bytes::from_static(b"831"));
-                } else {
-                    m.set(70, Bytes::from_static(b"301"));
-                }
+                let m = RequestBuilder::network_management(
+                    self.dialect.wire(),
+                    NetworkFunction::Echo,
+                    self.clock.transmission.clone(),
+                    stan,
+                    self.arena.digits(),
+                )
+                .build();
                 pending(kind, None, 0, 0, m, Expect::Approved)
             }
         }
@@ -1320,8 +1281,9 @@ async fn inquire_all(
     let mut out = HashMap::new();
     for &c in &shared.book.good {
         conn.tick_clock(Instant::now());
-        let mut m = conn.request(b"0100", c, b"310000", 0);
-        conn.with_expiry(&mut m, c);
+        let m = conn
+            .request_with_expiry(b"0100", c, BALANCE_INQUIRY, 0)
+            .build();
         let answer = serial.call(&m).await?;
         let code = answer.get(39).unwrap_or_default();
         let result = if !conn.dialect.approved(code) {

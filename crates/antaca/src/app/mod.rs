@@ -280,9 +280,8 @@ fn bind_listeners(options: &ServeOptions) -> Result<Bound, BoxError> {
             let listener = std::net::TcpListener::bind(addr)
                 .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
             listener.set_nonblocking(true)?;
-            let config = ca
-                .server_tls_config()
-                .map_err(|e| format!("TLS listener: {e}"))?;
+            let config =
+                crate::http::tls::server_config(&ca).map_err(|e| format!("TLS listener: {e}"))?;
             Some((listener, config))
         }
         None => None,
@@ -333,7 +332,7 @@ fn iso_context(
             "no zone PIN key: messages with a PIN block (field 52) are declined as unverifiable"
         );
     }
-    let parse_options = crate::protocol::ParseOptions::for_spec(&spec, options.zpk.clone());
+    let parse_options = crate::protocol::parse::ParseOptions::for_spec(&spec, options.zpk.clone());
     IsoContext {
         spec,
         profile,

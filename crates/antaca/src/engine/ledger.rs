@@ -205,9 +205,13 @@ pub fn inquiry_amounts(state: &State, legs: &[Leg], request: &AuthRequest) -> St
         .unwrap_or(balance.available);
     let minor = |amount: Decimal| currency.to_minor(amount).unwrap_or(0);
     let account = request.account_type();
-    let mut out =
-        crate::protocol::additional_amount(account, "01", currency, minor(balance.ledger()));
-    out.push_str(&crate::protocol::additional_amount(
+    let mut out = crate::protocol::respond::additional_amount(
+        account,
+        "01",
+        currency,
+        minor(balance.ledger()),
+    );
+    out.push_str(&crate::protocol::respond::additional_amount(
         account,
         "02",
         currency,

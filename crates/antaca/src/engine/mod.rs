@@ -248,6 +248,10 @@ impl EngineHandle {
 
     /// Processes one request and waits for its durable answer.
     pub async fn request(&self, request: AuthRequest) -> Result<AuthResponse, EngineStopped> {
+        if request.class == MessageClass::NetworkManagement {
+            // Network management never reaches the writer.
+            return Ok(crate::protocol::respond::network_management());
+        }
         let (tx, rx) = oneshot::channel();
         self.send(Command::Iso {
             request: Box::new(request),
@@ -607,7 +611,10 @@ impl<S: Store> Engine<S> {
         };
         let txn = match request.class {
             _ if orphan.is_some() => self.reversed_before_arrival(changes, request, orphan, now),
-            MessageClass::NetworkManagement => return AuthResponse::outcome(Outcome::Approved),
+            // Answered before the writer (`protocol::respond::network_management`); a direct caller gets the same.
+            MessageClass::NetworkManagement => {
+                return crate::protocol::respond::network_management()
+            }
             MessageClass::Authorization if request.advice => {
                 self.authorization_advice(changes, request, now)
             }
@@ -1183,7 +1190,7 @@ impl<S: Store> Engine<S> {
             .and_then(|hash| self.state.card_by_pan.get(&hash));
         let same_card = |txn: &&Txn| request.pan_hash.is_none() || txn.card.as_ref() == card;
         if let Some(original) = &request.original {
-            let key = crate::protocol::original_key(
+            let key = crate::protocol::keys::original_key(
                 &original.mti,
                 &original.stan,
                 &original.datetime,
@@ -1196,7 +1203,7 @@ impl<S: Store> Engine<S> {
             // The key names another card's message (the first to take it):
             // the original is then the message with those fields sent from
             // this request's terminal.
-            let key = crate::protocol::idempotency_key(
+            let key = crate::protocol::keys::idempotency_key(
                 &original.mti,
                 &original.acquirer,
                 &original.stan,
@@ -1208,7 +1215,7 @@ impl<S: Store> Engine<S> {
         classes.iter().find_map(|class| {
             let mut mti = request.mti;
             mti[1..4].copy_from_slice(&class[..]);
-            let key = crate::protocol::idempotency_key(
+            let key = crate::protocol::keys::idempotency_key(
                 &mti,
                 &request.acquirer,
                 &request.stan,

@@ -1,9 +1,10 @@
-//! The mutual-TLS accept loop for partner endpoints: TLS handshake (client
-//! certificate required by the `ServerConfig`, see `Ca::server_tls_config`),
+//! Mutual TLS for partner endpoints: the rustls configuration and the
+//! client-certificate verifier (a certificate from our CA, naming a program,
+//! not revoked; see [`server_config`]), and the accept loop: TLS handshake,
 //! the partner's identity from the verified certificate, then HTTP/1.1 with
 //! hyper, the identity handed to every request.
 
-use crate::ca::{partner_identity, PartnerIdentity};
+use crate::ca::{crypto, partner_identity, Ca, CaError, PartnerIdentity};
 use crate::net::accept::AcceptLoop;
 use bytes::Bytes;
 use http_body_util::Full;
@@ -12,6 +13,10 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{DigitallySignedStruct, DistinguishedName as TlsDistinguishedName, SignatureScheme};
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
@@ -98,4 +103,99 @@ pub async fn serve_tls<F, Fut>(
         })
         .await;
     while tasks.join_next().await.is_some() {}
+}
+
+/// The rustls configuration of the `/secure` listener: a client certificate from `ca`, not revoked, is required.
+pub fn server_config(ca: &Arc<Ca>) -> Result<Arc<rustls::ServerConfig>, CaError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(ca.ca_cert_der()))
+        .map_err(crypto)?;
+    let inner = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(crypto)?;
+    let verifier = Arc::new(PartnerCertVerifier {
+        inner,
+        ca: Arc::clone(ca),
+    });
+    let (chain, key) = ca.server_chain_and_key();
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(crypto)?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(crypto)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // No session resumption: a resumed session skips client certificate
+    // verification, so a revoked partner could keep reconnecting with an
+    // old session. Every connection does a full handshake.
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
+    Ok(Arc::new(config))
+}
+
+/// WebPKI chain verification against our CA, then: a program is named and the serial is not revoked.
+#[derive(Debug)]
+struct PartnerCertVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+    ca: Arc<Ca>,
+}
+
+impl ClientCertVerifier for PartnerCertVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+
+    fn root_hint_subjects(&self) -> &[TlsDistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        let Some(identity) = partner_identity(end_entity.as_ref()) else {
+            return Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ));
+        };
+        if self.ca.is_revoked(&identity.serial_hex) {
+            return Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::Revoked,
+            ));
+        }
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }

@@ -61,7 +61,7 @@ pub struct IsoContext {
     /// Protocol settings derived from the spec.
     pub profile: Profile,
     /// Zone PIN key and TLV locations for reading PINs, CVV2s and lock reasons.
-    pub parse_options: protocol::ParseOptions,
+    pub parse_options: protocol::parse::ParseOptions,
     /// Keyed hashing of PANs.
     pub secrets: CardSecrets,
     /// Listener settings.
@@ -272,10 +272,7 @@ impl Connection {
             Err(e) => {
                 // Answer with a format error when we know whom to answer (MTI and STAN); else close.
                 return match e.partial.as_deref() {
-                    Some(partial)
-                        if partial.has(11)
-                            && protocol::response_mti(partial.mti()) != partial.mti() =>
-                    {
+                    Some(partial) if protocol::respond::can_answer_partial(partial) => {
                         tracing::info!(peer = %self.peer, error = %e, "format error");
                         self.respond_now(partial, Outcome::FormatError);
                         Ok(())
@@ -284,7 +281,7 @@ impl Connection {
                 };
             }
         };
-        let request = match protocol::parse_with(
+        let request = match protocol::parse::parse_with(
             &message,
             context.profile,
             &context.secrets,
@@ -299,7 +296,7 @@ impl Connection {
             Err(ParseError::UnsupportedMti) => {
                 // Answer only when the answer's MTI differs from the request's
                 // (0600 → 0610); an MTI like 0190 has no response to send.
-                if protocol::response_mti(message.mti()) != message.mti() {
+                if protocol::respond::has_response(message.mti()) {
                     self.respond_now(&message, Outcome::InvalidTransaction);
                 } else {
                     tracing::info!(peer = %self.peer, "ignored a message with an unanswerable MTI");
@@ -312,8 +309,9 @@ impl Connection {
             }
         };
         if request.class == MessageClass::NetworkManagement {
+            // Answered by the connection: network management never reaches the writer.
             tracing::debug!(peer = %self.peer, function = ?request.network, "network management");
-            self.respond_now(&message, Outcome::Approved);
+            self.respond_now(&message, protocol::respond::network_management().outcome);
             return Ok(());
         }
         let tag = self.next_tag;
@@ -340,13 +338,14 @@ impl Connection {
             return;
         };
         let mti = request.mti();
-        let message = protocol::into_response(request, response, self.context.profile);
+        let message = protocol::respond::into_response(request, response, self.context.profile);
         self.meters.record(mti, &message, started);
         self.write_message(&message);
     }
 
     fn respond_now(&mut self, request: &Message, outcome: Outcome) {
-        let message = protocol::build_error_response(request, outcome, self.context.profile);
+        let message =
+            protocol::respond::build_error_response(request, outcome, self.context.profile);
         self.meters.record(request.mti(), &message, Instant::now());
         self.write_message(&message);
     }
@@ -402,7 +401,7 @@ impl Meters {
     /// Records one answer: latency per request MTI, count per MTI and response code.
     fn record(&mut self, request_mti: [u8; 4], response: &Message, started: Instant) {
         let mut mti = label_key(&request_mti, 4..=4);
-        let mut code = label_key(response.get(39).unwrap_or(b""), 2..=4);
+        let mut code = label_key(protocol::respond::response_code(response), 2..=4);
         if self.responses.len() >= METER_LABELS {
             // Keep the handles already made; anything new is `other`.
             if !self.latency.iter().any(|(m, _)| *m == mti) {
