@@ -322,24 +322,11 @@ struct SendArgs {
 }
 
 /// Sends logs to standard error in `format`, filtered by `filter`.
-fn init_logging(format: LogFormat, filter: &str) -> Result<(), BoxError> {
-    let filter =
-        tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| format!("log filter: {e}"))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let installed = match format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Human => builder.try_init(),
-    };
-    installed.map_err(|e| format!("logging: {e}").into())
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if !matches!(cli.command, Commands::Serve(_)) {
         let filter = std::env::var("ANTACA_LOG").unwrap_or_else(|_| "info".into());
-        if let Err(e) = init_logging(LogFormat::Human, &filter) {
+        if let Err(e) = app::telemetry::init_logging(LogFormat::Human, &filter) {
             eprintln!("antaca: {e}");
             return ExitCode::FAILURE;
         }
@@ -543,7 +530,7 @@ fn serve(args: ServeArgs) -> Result<(), BoxError> {
         print!("{}", config.to_redacted_toml()?);
         return Ok(());
     }
-    init_logging(config.log_format, &config.log_filter)?;
+    app::telemetry::init_logging(config.log_format, &config.log_filter)?;
     let mut options = config.to_serve_options()?;
     options.zpk = config.zone_pin_key(|var| std::env::var(var).ok())?;
     if let Some(key) = &options.zpk {

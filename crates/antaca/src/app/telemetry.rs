@@ -1,6 +1,25 @@
-//! Telemetry of the process: the Prometheus recorder every `metrics::` call
+//! Telemetry of the process: logging (the tracing subscriber, human or JSON
+//! lines on stderr) and the Prometheus recorder every `metrics::` call
 //! reports to. It serves nothing and owns no engine state: `app` hands the
 //! handle to the HTTP plane, which renders it at `/metrics`.
+
+use super::config::LogFormat;
+use super::BoxError;
+
+/// Installs the process's log subscriber: `filter` in `EnvFilter` syntax
+/// (e.g. `info,antaca=debug`), lines to stderr in `format`.
+pub fn init_logging(format: LogFormat, filter: &str) -> Result<(), BoxError> {
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| format!("log filter: {e}"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let installed = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Human => builder.try_init(),
+    };
+    installed.map_err(|e| format!("logging: {e}").into())
+}
 
 /// The process's Prometheus recorder, installed by the first call; `None` when
 /// another recorder was installed first (metrics then go there, `/metrics` is empty).
