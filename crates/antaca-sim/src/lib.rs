@@ -10,7 +10,7 @@
 //! Layout, from the outside in:
 //!
 //! - [`cli`]: the `antaca sim` commands (run, echo, plot);
-//! - [`run`](run_blocking): one run across connections, start to report;
+//! - `run`: one run across connections, start to report ([`run_blocking`]);
 //! - `balances`: the opening and closing inquiries, the opening amounts;
 //! - `conn`: one connection's state machine (what it sends, what it checks,
 //!   its socket loop), the per-message hot path;
