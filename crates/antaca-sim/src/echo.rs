@@ -10,7 +10,8 @@
 //! the engine does: what durability costs on this disk with no decision, no
 //! state and no store behind it.
 
-use super::{Dialect, SimError};
+use crate::config::Dialect;
+use crate::SimError;
 use antaca::iso8583::{Message, Spec};
 use antaca::net::accept::AcceptLoop;
 use antaca::net::framing::{encode_frame, FrameCodec, LengthHeader};

@@ -1,8 +1,10 @@
 //! The sim's report: latency percentiles, throughput, codes, errors and the
 //! balance reconciliation; as text and as JSON.
 
+use super::balances::expected_inquiry;
 use super::book::Book;
-use super::{expected_inquiry, new_histogram, ConnResult, Kind, SimConfig};
+use super::conn::{new_histogram, ConnResult};
+use super::{Kind, SimConfig};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
