@@ -29,7 +29,6 @@
 //! and the reads. Opening, replay and closing are in `open.rs`, the layout
 //! of log chunks in sled in `chunks.rs`.
 
-
 mod checkpoint;
 mod chunks;
 mod open;
@@ -44,6 +43,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use sync::{SyncJob, Synced};
+
 /// Settings of the store.
 #[derive(Clone, Debug)]
 pub struct StoreConfig {

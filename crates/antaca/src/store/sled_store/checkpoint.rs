@@ -8,6 +8,7 @@
 //!
 //! It never reads or writes the write-ahead log and never answers a batch:
 //! it is given only writes that are already durable in the log.
+
 use super::chunks::{chunk_key, chunked, CHUNK_BYTES};
 use super::WAL_LSN;
 use crate::store::wal::{encode_ops, Op};
@@ -106,7 +107,11 @@ impl Durable {
 /// durable, then records `upto` as checkpointed (in a second step, so that
 /// the mark never becomes durable before what it covers; replaying a record
 /// twice is harmless).
-pub(super) fn checkpoint(durable: &mut Durable, writes: Vec<Op>, upto: u64) -> Result<(), StoreError> {
+pub(super) fn checkpoint(
+    durable: &mut Durable,
+    writes: Vec<Op>,
+    upto: u64,
+) -> Result<(), StoreError> {
     // A balance written by a thousand commits reaches sled once.
     let writes: Writes = writes.into_iter().collect();
     let mut batch = sled::Batch::default();

@@ -5,6 +5,7 @@
 //!
 //! It never writes to sled and never waits for a thread: the checkpoint
 //! thread writes the chunks, the reads call it after `checkpoint_now`.
+
 use crate::store::wal::decode_ops;
 use crate::store::{keys, StoreError};
 use std::collections::BTreeMap;
@@ -13,7 +14,8 @@ use std::collections::BTreeMap;
 const CHUNKED: [&[u8]; 2] = [keys::TXN, keys::JOURNAL];
 /// Most bytes of writes in one chunk value. sled writes a page (up to 16
 /// entries) bigger than 128 KiB to a file of its own, a "blob"; 4 KiB chunks
-/// keep pages below that (blobs are still synced, see [`Durable::flush`](super::checkpoint::Durable::flush)).
+/// keep pages below that (blobs are still synced, see
+/// [`Durable::flush`](super::checkpoint::Durable::flush)).
 pub(super) const CHUNK_BYTES: usize = 4 << 10;
 
 pub(super) fn chunked(key: &[u8]) -> bool {
@@ -28,7 +30,10 @@ pub(super) fn chunk_key(upto: u64, part: u32) -> Vec<u8> {
 
 /// Every record under `prefix` as the reader sees it: sled's own keys, then
 /// the log chunks' writes on top, oldest chunk first.
-pub(super) fn read_prefix(db: &sled::Db, prefix: &[u8]) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, StoreError> {
+pub(super) fn read_prefix(
+    db: &sled::Db,
+    prefix: &[u8],
+) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, StoreError> {
     let mut out = BTreeMap::new();
     for item in db.scan_prefix(prefix) {
         let (k, v) = item?;

@@ -7,6 +7,7 @@
 //!
 //! It never writes a log record or answers a batch: committing is the
 //! writer's (`sled_store.rs`), making records durable the sync thread's.
+
 use super::checkpoint::{checkpoint, run_checkpoints, sync_dir, Durable, Progress, Shared};
 use super::sync::{run_syncs, Synced};
 use super::{Pending, SledStore, StoreConfig, WAL_LSN};
@@ -18,6 +19,7 @@ use std::fs::File;
 use std::path::Path;
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::Duration;
+
 impl SledStore {
     /// Opens (or creates) the store in `dir` with the default settings.
     pub fn open(dir: &Path) -> Result<SledStore, StoreError> {

@@ -5,10 +5,12 @@
 //!
 //! It never touches sled, the pending writes or the checkpoint thread, and
 //! never writes to the log: it only syncs the files the writer hands it.
+
 use crate::store::OnDurable;
 use std::fs::File;
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::Instant;
+
 /// A log record written and waiting for its `fdatasync`, or (no file) a
 /// barrier that is durable once the records before it are.
 pub(super) struct SyncJob {
