@@ -22,18 +22,27 @@
 //!
 //! sled's `flush()` writes with `sync_file_range`, which does not survive a
 //! power loss; the `fdatasync` after it is what makes a checkpoint durable.
+//!
+//! This file holds the `SledStore` type and its writer: a commit written to
+//! the log (`log_then`), handed to the sync thread (`sync.rs`), its writes
+//! handed to the checkpoint thread (`checkpoint.rs`) once they are durable,
+//! and the reads. Opening, replay and closing are in `open.rs`, the layout
+//! of log chunks in sled in `chunks.rs`.
 
-use super::wal::{decode_ops, encode_ops, Op, Wal, WalConfig};
-use super::{keys, OnDurable, Pair, Refused, Store, StoreError, WriteBatch};
+mod checkpoint;
+mod chunks;
+mod open;
+mod sync;
+
+use super::wal::{Op, Wal, WalConfig};
+use super::{OnDurable, Pair, Refused, Store, StoreError, WriteBatch};
+use checkpoint::{Job, Shared};
+use chunks::{chunked, read_prefix};
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashSet};
-
-/// Writes by key (the latest wins), hashed with foldhash (cheaper than SipHash).
-type Writes = std::collections::HashMap<Vec<u8>, Option<Vec<u8>>, foldhash::fast::RandomState>;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
+use sync::{SyncJob, Synced};
 
 /// Settings of the store.
 #[derive(Clone, Debug)]
@@ -54,35 +63,6 @@ impl Default for StoreConfig {
     }
 }
 
-/// What the checkpoint thread has done, shared with the writer.
-#[derive(Default)]
-struct Progress {
-    /// Every record up to this lsn is durable in sled.
-    checkpointed: u64,
-    /// Why the last checkpoint failed; the store refuses commits from then on.
-    failed: Option<Arc<StoreError>>,
-}
-
-struct Shared {
-    progress: Mutex<Progress>,
-    changed: Condvar,
-}
-
-impl Shared {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Progress> {
-        // A poisoned lock only means a checkpoint thread panicked; its progress is still right.
-        self.progress
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-enum Job {
-    /// Apply these writes (in commit order: the last write of a key wins) and
-    /// record `upto` as checkpointed.
-    Apply { writes: Vec<Op>, upto: u64 },
-}
-
 /// Writes committed to the log and not yet handed to the checkpoint thread,
 /// in commit order. The writer only appends; the checkpoint thread, which
 /// runs in the background, keeps the last write of each key.
@@ -90,56 +70,6 @@ enum Job {
 struct Pending {
     writes: Vec<Op>,
     since: Option<Instant>,
-}
-
-/// A log record written and waiting for its `fdatasync`, or (no file) a
-/// barrier that is durable once the records before it are.
-struct SyncJob {
-    lsn: u64,
-    file: Option<Arc<File>>,
-    done: Box<dyn OnDurable>,
-}
-
-/// How far the sync thread has made the log durable.
-#[derive(Default)]
-struct SyncProgress {
-    /// Every record up to this lsn is on disk.
-    durable: u64,
-    /// Why an `fdatasync` failed; the store refuses commits from then on.
-    failed: Option<Arc<std::io::Error>>,
-}
-
-#[derive(Default)]
-struct Synced {
-    progress: Mutex<SyncProgress>,
-    changed: Condvar,
-    /// Told when an `fdatasync` fails (see [`Store::on_refusal`]).
-    waker: Mutex<Option<Box<dyn Fn() + Send>>>,
-    /// Test hook: the next `fdatasync` fails.
-    #[cfg(test)]
-    fail_next: std::sync::atomic::AtomicBool,
-}
-
-impl Synced {
-    fn lock(&self) -> std::sync::MutexGuard<'_, SyncProgress> {
-        // A poisoned lock only means the sync thread panicked; its progress is still right.
-        self.progress
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Records that the log can no longer be made durable, and says so.
-    fn fail(&self, error: std::io::Error) {
-        self.lock().failed.get_or_insert(Arc::new(error));
-        self.changed.notify_all();
-        let waker = self
-            .waker
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(wake) = waker.as_ref() {
-            wake();
-        }
-    }
 }
 
 /// Nothing to tell: a synchronous commit waits for the durable lsn instead.
@@ -176,99 +106,6 @@ pub struct SledStore {
 const WAL_LSN: &str = "wal_lsn";
 
 impl SledStore {
-    /// Opens (or creates) the store in `dir` with the default settings.
-    pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
-        SledStore::open_with(dir, StoreConfig::default())
-    }
-
-    /// Opens (or creates) the store in `dir`, replaying the log into sled.
-    pub fn open_with(dir: &Path, config: StoreConfig) -> Result<SledStore, StoreError> {
-        std::fs::create_dir_all(dir)?;
-        let sled_config = sled::Config::new()
-            .path(dir.join("sled"))
-            .flush_every_ms(None)
-            .mode(sled::Mode::HighThroughput)
-            .cache_capacity(256 * 1024 * 1024);
-        // A store closed a moment ago may still hold its file lock while sled's
-        // IO threads finish: wait a little for it rather than fail a restart.
-        let mut attempts = 0;
-        let db = loop {
-            match sled_config.open() {
-                Ok(db) => break db,
-                Err(e) if lock_held(&e) && attempts < 100 => {
-                    attempts += 1;
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                Err(e) if lock_held(&e) => return Err(StoreError::Locked(e)),
-                Err(e) => return Err(e.into()),
-            }
-        };
-        // sled 0.34 keeps its log and pages in the one file `db` (plus `conf`, written
-        // once, and snapshots it can rebuild from the log).
-        let log = File::open(dir.join("sled").join("db"))?;
-        let mut durable = Durable {
-            db: db.clone(),
-            log,
-            sled_dir: dir.join("sled"),
-            synced_blobs: HashSet::new(),
-        };
-        durable.log.sync_all()?;
-        // Make the directory entries of sled's files durable too.
-        sync_dir(&dir.join("sled"))?;
-        sync_dir(dir)?;
-
-        let checkpointed = match db.get(keys::key(keys::META, WAL_LSN))? {
-            None => 0,
-            Some(v) => String::from_utf8_lossy(&v)
-                .parse()
-                .map_err(|_| StoreError::Corrupt(format!("m/{WAL_LSN} is not a number")))?,
-        };
-        let (wal, recovered) = Wal::open(&dir.join("wal"), config.wal.clone(), checkpointed)?;
-        // Replay: what the log holds beyond the checkpoint goes into sled now,
-        // before a new record can take the place of an old one.
-        let upto = wal.last_lsn();
-        let replay: Vec<Op> = recovered.into_iter().flat_map(|(_, ops)| ops).collect();
-        if upto > checkpointed {
-            checkpoint(&mut durable, replay, upto)?;
-        }
-
-        let shared = Arc::new(Shared {
-            progress: Mutex::new(Progress {
-                checkpointed: upto,
-                failed: None,
-            }),
-            changed: Condvar::new(),
-        });
-        let (jobs, rx) = mpsc::channel();
-        let thread_shared = shared.clone();
-        let checkpointer = std::thread::Builder::new()
-            .name("antaca-checkpoint".into())
-            .spawn(move || run_checkpoints(&mut durable, &rx, &thread_shared))?;
-        let synced = Arc::new(Synced::default());
-        synced.lock().durable = upto;
-        let (syncs, sync_rx) = mpsc::channel();
-        let thread_synced = synced.clone();
-        let syncer = std::thread::Builder::new()
-            .name("antaca-sync".into())
-            .spawn(move || run_syncs(&sync_rx, &thread_synced))?;
-        Ok(SledStore {
-            db,
-            dir: dir.to_path_buf(),
-            wal,
-            config,
-            pending: RefCell::new(Pending::default()),
-            handed: std::cell::Cell::new(upto),
-            shared,
-            jobs: Some(jobs),
-            checkpointer: Some(checkpointer),
-            broken: None,
-            retry_in_place: false,
-            syncs: Some(syncs),
-            syncer: Some(syncer),
-            synced,
-        })
-    }
-
     /// The directory the store lives in.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -415,81 +252,6 @@ impl SledStore {
     }
 }
 
-/// The sync thread: one `fdatasync` for every record written since the
-/// last one (group commit across the writer's batches), then tells each
-/// batch, in order. After a failed `fdatasync` the kernel may have dropped
-/// the pages it could not write, so a later one that succeeds proves
-/// nothing: the store stops there (as PostgreSQL does), and the batches
-/// waiting are never told.
-fn run_syncs(jobs: &mpsc::Receiver<SyncJob>, synced: &Synced) {
-    /// A panic must not leave the writer or `Drop` waiting for a sync forever.
-    struct OnPanic<'a>(&'a Synced);
-    impl Drop for OnPanic<'_> {
-        fn drop(&mut self) {
-            if std::thread::panicking() {
-                self.0
-                    .fail(std::io::Error::other("the sync thread panicked"));
-            }
-        }
-    }
-    let _guard = OnPanic(synced);
-    let mut batch: Vec<SyncJob> = Vec::new();
-    while let Ok(first) = jobs.recv() {
-        batch.push(first);
-        while let Ok(job) = jobs.try_recv() {
-            batch.push(job);
-        }
-        let started = Instant::now();
-        let mut result = Ok(());
-        let mut files: Vec<&Arc<File>> = Vec::with_capacity(2);
-        for file in batch.iter().filter_map(|job| job.file.as_ref()) {
-            if !files.iter().any(|f| Arc::ptr_eq(f, file)) {
-                files.push(file);
-            }
-        }
-        #[cfg(test)]
-        if synced
-            .fail_next
-            .swap(false, std::sync::atomic::Ordering::SeqCst)
-        {
-            result = Err(std::io::Error::other("injected: fdatasync failed"));
-            files.clear();
-        }
-        for file in &files {
-            if let Err(e) = file.sync_data() {
-                result = Err(e);
-                break;
-            }
-        }
-        if !files.is_empty() {
-            metrics::histogram!("antaca_store_sync_seconds")
-                .record(started.elapsed().as_secs_f64());
-        }
-        let upto = batch.iter().map(|job| job.lsn).max().unwrap_or(0);
-        if let Err(e) = result {
-            tracing::error!(error = %e, "fdatasync of the write-ahead log failed; the store stops taking commits");
-            synced.fail(e);
-            return;
-        }
-        // Answer first, then publish: an empty batch that finds everything
-        // durable is answered by the writer at once, and must come after these.
-        for job in batch.drain(..) {
-            job.done.durable();
-        }
-        {
-            let mut progress = synced.lock();
-            progress.durable = progress.durable.max(upto);
-        }
-        synced.changed.notify_all();
-    }
-}
-
-/// True when sled could not open its files because another process (or a
-/// store closed a moment ago) holds their lock; sled says so only in text.
-fn lock_held(error: &sled::Error) -> bool {
-    matches!(error, sled::Error::Io(e) if e.to_string().contains("could not acquire lock"))
-}
-
 /// Waits on `changed` until `outcome` has one. A poisoned lock only means a
 /// background thread panicked; the progress it guards is still right.
 fn wait_for<T>(
@@ -507,226 +269,6 @@ fn wait_for<T>(
         guard = changed
             .wait(guard)
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-    }
-}
-
-fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir)?.sync_all()?;
-    Ok(())
-}
-
-/// Key prefixes whose writes sled receives as log chunks.
-const CHUNKED: [&[u8]; 2] = [keys::TXN, keys::JOURNAL];
-/// Most bytes of writes in one chunk value. sled writes a page (up to 16
-/// entries) bigger than 128 KiB to a file of its own, a "blob"; 4 KiB chunks
-/// keep pages below that (blobs are still synced, see [`Durable::flush`]).
-const CHUNK_BYTES: usize = 4 << 10;
-
-fn chunked(key: &[u8]) -> bool {
-    CHUNKED.iter().any(|p| key.starts_with(p))
-}
-
-/// sled and what makes its writes durable.
-struct Durable {
-    db: sled::Db,
-    /// sled's main file (`sled/db`), synced after each flush.
-    log: File,
-    sled_dir: PathBuf,
-    /// Blob files already synced (sled writes a large page to a file of its own).
-    synced_blobs: HashSet<std::ffi::OsString>,
-}
-
-impl Durable {
-    /// sled's `flush`, then what it leaves to the page cache made durable:
-    /// every blob file not synced yet, their directories, and the main file.
-    fn flush(&mut self) -> Result<(), StoreError> {
-        self.db.flush()?;
-        let blobs = self.sled_dir.join("blobs");
-        let mut present = HashSet::new();
-        let mut new = false;
-        match std::fs::read_dir(&blobs) {
-            Ok(entries) => {
-                for entry in entries {
-                    let name = entry?.file_name();
-                    if !self.synced_blobs.contains(&name) {
-                        match File::open(blobs.join(&name)) {
-                            Ok(file) => file.sync_all()?,
-                            // sled removed it meanwhile (it was replaced).
-                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                            Err(e) => return Err(e.into()),
-                        }
-                        new = true;
-                    }
-                    present.insert(name);
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e.into()),
-        }
-        if new {
-            sync_dir(&blobs)?;
-            sync_dir(&self.sled_dir)?;
-        }
-        self.synced_blobs = present;
-        self.log.sync_data()?;
-        Ok(())
-    }
-}
-
-/// Applies `writes` (the last write of each key) to sled and makes them
-/// durable, then records `upto` as checkpointed (in a second step, so that
-/// the mark never becomes durable before what it covers; replaying a record
-/// twice is harmless).
-fn checkpoint(durable: &mut Durable, writes: Vec<Op>, upto: u64) -> Result<(), StoreError> {
-    // A balance written by a thousand commits reaches sled once.
-    let writes: Writes = writes.into_iter().collect();
-    let mut batch = sled::Batch::default();
-    let mut logged: Vec<Op> = Vec::new();
-    for (key, value) in writes {
-        if chunked(&key) {
-            logged.push((key, value));
-            continue;
-        }
-        match value {
-            Some(v) => batch.insert(key, v),
-            None => batch.remove(key),
-        }
-    }
-    logged.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    let mut part = 0u32;
-    let mut start = 0usize;
-    let mut bytes = 0usize;
-    let mut value = Vec::new();
-    for (i, (key, v)) in logged.iter().enumerate() {
-        bytes += key.len() + v.as_ref().map_or(0, Vec::len) + 9;
-        if bytes >= CHUNK_BYTES || i + 1 == logged.len() {
-            value.clear();
-            encode_ops(&mut value, &logged[start..=i]);
-            batch.insert(chunk_key(upto, part), value.as_slice());
-            part += 1;
-            start = i + 1;
-            bytes = 0;
-        }
-    }
-    durable.db.apply_batch(batch)?;
-    durable.flush()?;
-    durable.db.insert(
-        keys::key(keys::META, WAL_LSN),
-        upto.to_string().into_bytes(),
-    )?;
-    durable.flush()
-}
-
-fn chunk_key(upto: u64, part: u32) -> Vec<u8> {
-    let mut key = keys::numbered(keys::CHUNK, upto);
-    key.extend_from_slice(format!("/{part:06}").as_bytes());
-    key
-}
-
-/// Every record under `prefix` as the reader sees it: sled's own keys, then
-/// the log chunks' writes on top, oldest chunk first.
-fn read_prefix(db: &sled::Db, prefix: &[u8]) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, StoreError> {
-    let mut out = BTreeMap::new();
-    for item in db.scan_prefix(prefix) {
-        let (k, v) = item?;
-        if !k.starts_with(keys::CHUNK) {
-            out.insert(k.to_vec(), v.to_vec());
-        }
-    }
-    let overlaps = |c: &[u8]| c.starts_with(prefix) || prefix.starts_with(c);
-    if CHUNKED.iter().any(|c| overlaps(c)) {
-        for item in db.scan_prefix(keys::CHUNK) {
-            let (_, chunk) = item?;
-            for (key, value) in decode_ops(&chunk)? {
-                if !key.starts_with(prefix) {
-                    continue;
-                }
-                match value {
-                    Some(v) => out.insert(key, v),
-                    None => out.remove(&key),
-                };
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// The checkpoint thread: applies jobs in order, merging those that queued up.
-fn run_checkpoints(durable: &mut Durable, jobs: &mpsc::Receiver<Job>, shared: &Shared) {
-    /// A panic (sled asserts on what it reads) must not leave the writer
-    /// waiting for a checkpoint forever: it records a failure on the way out.
-    struct OnPanic<'a>(&'a Shared);
-    impl Drop for OnPanic<'_> {
-        fn drop(&mut self) {
-            if std::thread::panicking() {
-                self.0
-                    .lock()
-                    .failed
-                    .get_or_insert_with(|| Arc::new(StoreError::ThreadPanicked("checkpoint")));
-                self.0.changed.notify_all();
-            }
-        }
-    }
-    let _guard = OnPanic(shared);
-    lower_priority();
-    while let Ok(Job::Apply {
-        mut writes,
-        mut upto,
-    }) = jobs.recv()
-    {
-        while let Ok(Job::Apply {
-            writes: later,
-            upto: later_upto,
-        }) = jobs.try_recv()
-        {
-            writes.extend(later);
-            upto = later_upto;
-        }
-        let started = Instant::now();
-        let result = checkpoint(durable, writes, upto);
-        metrics::histogram!("antaca_store_checkpoint_seconds")
-            .record(started.elapsed().as_secs_f64());
-        let mut progress = shared.lock();
-        match result {
-            Ok(()) => progress.checkpointed = upto,
-            Err(e) => {
-                tracing::error!(error = %e, "checkpoint failed; the store stops taking commits");
-                progress.failed = Some(Arc::new(e));
-            }
-        }
-        shared.changed.notify_all();
-        if progress.failed.is_some() {
-            return;
-        }
-    }
-}
-
-/// Checkpoints are background work: give the network and the writer the CPU
-/// first (nice 10 for this thread). If checkpoints fall behind by every log
-/// segment, the writer waits for them and they get the CPU anyway.
-fn lower_priority() {
-    #[cfg(target_os = "linux")]
-    // SAFETY: gettid has no preconditions; setpriority on our own thread id
-    // only changes this thread's nice value, and failing is harmless.
-    unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        let _ = libc::setpriority(libc::PRIO_PROCESS, tid, 10);
-    }
-}
-
-impl Drop for SledStore {
-    fn drop(&mut self) {
-        // Let the sync thread finish what was written (it tells every batch),
-        // then leave sled complete, so that the next open has nothing to replay.
-        self.syncs = None;
-        if let Some(thread) = self.syncer.take() {
-            let _ = thread.join();
-        }
-        self.hand_over();
-        self.jobs = None;
-        if let Some(thread) = self.checkpointer.take() {
-            let _ = thread.join();
-        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! stale records, failures of the disk.
 
 use super::*;
+use crate::store::keys;
 
 fn small() -> StoreConfig {
     StoreConfig {
