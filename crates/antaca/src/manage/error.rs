@@ -236,6 +236,13 @@ impl std::fmt::Display for ErrorCode {
     }
 }
 
+/// Serialized as its wire text, so a JSON body carries `"code": "CUSTOMER_NOT_FOUND"`.
+impl serde::Serialize for ErrorCode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::ErrorCode;
@@ -258,11 +265,5 @@ mod tests {
                 Some(text)
             );
         }
-    }
-}
-
-impl serde::Serialize for ErrorCode {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.as_str())
     }
 }

@@ -204,6 +204,7 @@ pub(super) fn run_checkpoints(durable: &mut Durable, jobs: &mpsc::Receiver<Job>,
 /// Checkpoints are background work: give the network and the writer the CPU
 /// first (nice 10 for this thread). If checkpoints fall behind by every log
 /// segment, the writer waits for them and they get the CPU anyway.
+#[allow(unsafe_code)] // The crate's one exception (Cargo.toml): std has no setpriority.
 fn lower_priority() {
     #[cfg(target_os = "linux")]
     // SAFETY: gettid has no preconditions; setpriority on our own thread id
