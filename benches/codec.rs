@@ -1,5 +1,7 @@
 //! Codec throughput: decode, encode and decode+encode of a typical 0100
 //! request and its 0110 response, for iso87ascii and iso87binary.
+// criterion's `criterion_group!` makes public functions without docs.
+#![allow(missing_docs)]
 
 use antaca::iso8583::{Message, Spec};
 use bytes::{Bytes, BytesMut};
@@ -62,14 +64,14 @@ fn bench(c: &mut Criterion) {
         g.throughput(Throughput::Elements(1));
         for (label, msg, wire) in [("0100", &req, &req_wire), ("0110", &resp, &resp_wire)] {
             g.bench_function(format!("decode_{label}"), |b| {
-                b.iter(|| spec.decode(black_box(wire)).expect("decodes"))
+                b.iter(|| spec.decode(black_box(wire)).expect("decodes"));
             });
             let mut out = BytesMut::with_capacity(1024);
             g.bench_function(format!("encode_{label}"), |b| {
                 b.iter(|| {
                     out.clear();
                     spec.encode(black_box(msg), &mut out).expect("encodes");
-                })
+                });
             });
         }
         // One "pair": decode the request, encode it back out, decode the response,
@@ -83,7 +85,7 @@ fn bench(c: &mut Criterion) {
                 let mut o2 = BytesMut::new();
                 spec.encode(&r, &mut o2).expect("encodes");
                 (o, o2)
-            })
+            });
         });
         // What the issuer does per authorization: decode the 0100, encode the 0110.
         g.bench_function("server_decode_0100_encode_0110", |b| {
@@ -92,7 +94,7 @@ fn bench(c: &mut Criterion) {
                 let mut o = BytesMut::new();
                 spec.encode(black_box(&resp), &mut o).expect("encodes");
                 (a, o)
-            })
+            });
         });
         g.finish();
     }

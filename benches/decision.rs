@@ -3,6 +3,8 @@
 //! the commit followed by its checkpoint into sled (apply, flush, `fdatasync`).
 //!
 //! `cargo bench --bench decision`
+// criterion's `criterion_group!` makes public functions without docs.
+#![allow(missing_docs)]
 
 use antaca::authz::{decide, Operation, Request};
 use antaca::domain::model::{Balance, BalanceOwner, Card, CardState, CardType};
@@ -62,7 +64,7 @@ fn bench_decide(c: &mut Criterion) {
     };
     let now = 1_795_564_800_000;
     c.bench_function("decide/approve", |b| {
-        b.iter(|| decide(Some(&card), &[&balance], &request, now))
+        b.iter(|| decide(Some(&card), &[&balance], &request, now));
     });
 }
 
@@ -155,7 +157,7 @@ fn bench_group_commit(c: &mut Criterion) {
                     }
                 },
                 BatchSize::PerIteration,
-            )
+            );
         });
     }
     group.finish();

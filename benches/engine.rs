@@ -124,9 +124,10 @@ async fn client(
                     continue;
                 }
             }
-            if socket.read_buf(&mut read_buf).await.expect("read") == 0 {
-                panic!("server closed the connection");
-            }
+            assert!(
+                socket.read_buf(&mut read_buf).await.expect("read") != 0,
+                "server closed the connection"
+            );
         }
     }
     histogram

@@ -217,7 +217,7 @@ struct ServeArgs {
 
 impl ServeArgs {
     /// Puts every flag given over `config`.
-    fn apply(self, config: &mut Config) -> Result<(), BoxError> {
+    fn apply(self, config: &mut Config) {
         macro_rules! set {
             ($($field:ident),*) => {
                 $(if let Some(v) = self.$field { config.$field = v; })*
@@ -264,7 +264,6 @@ impl ServeArgs {
                 _ => LogFormat::Human,
             };
         }
-        Ok(())
     }
 }
 
@@ -519,7 +518,7 @@ fn resolve_config(args: ServeArgs) -> Result<Config, BoxError> {
         Err(_) => None,
     };
     let mut config = Config::resolve(text.as_deref().map(|t| (origin.as_str(), t)), env)?;
-    args.apply(&mut config)?;
+    args.apply(&mut config);
     Ok(config)
 }
 

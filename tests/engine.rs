@@ -21,7 +21,7 @@ fn secrets() -> CardSecrets {
 
 fn engine(store: MemoryStore) -> Engine<MemoryStore> {
     let config = EngineConfig {
-        hold_expiry: Duration::from_secs(3600),
+        hold_expiry: Duration::from_hours(1),
         ..EngineConfig::default()
     };
     let mut engine = Engine::open(store, config).expect("open");
@@ -255,10 +255,10 @@ fn every_journal_entry_balances_and_balances_are_their_journal() {
         for p in entry.postings {
             match p.account {
                 antaca::domain::model::Account::Available(b) => {
-                    projected.entry(b).or_default().0 += p.amount
+                    projected.entry(b).or_default().0 += p.amount;
                 }
                 antaca::domain::model::Account::Held(b) => {
-                    projected.entry(b).or_default().1 += p.amount
+                    projected.entry(b).or_default().1 += p.amount;
                 }
                 _ => {}
             }

@@ -71,7 +71,7 @@ fn split_reads_byte_by_byte() {
         let mut codec = FrameCodec::new(header, 4096);
         let mut buf = BytesMut::new();
         let mut got = Vec::new();
-        for &b in all.iter() {
+        for &b in &all {
             buf.extend_from_slice(&[b]);
             while let Some(frame) = codec.decode(&mut buf).expect("ok") {
                 got.push(frame);

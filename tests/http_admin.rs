@@ -119,7 +119,7 @@ fn repeated_wrong_passwords_lock_the_login() {
 #[test]
 fn sessions_expire() {
     let server = TestServer::start_with("iso87ascii", |o| {
-        o.http.admin_session = std::time::Duration::from_millis(300)
+        o.http.admin_session = std::time::Duration::from_millis(300);
     });
     server.add_admin("alice", PASSWORD, Role::Admin);
     let token = server.admin_token("alice", PASSWORD);

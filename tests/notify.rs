@@ -96,7 +96,10 @@ async fn outbox(handle: &EngineHandle) -> Vec<Notification> {
 
 async fn set_emails(handle: &EngineHandle, program: &str, emails: &[&str]) {
     let program = program.to_string();
-    let emails: Vec<String> = emails.iter().map(|e| e.to_string()).collect();
+    let emails: Vec<String> = emails
+        .iter()
+        .map(std::string::ToString::to_string)
+        .collect();
     handle
         .apply(move |state, changes, _| {
             notify::set_partner_emails(state, changes, &program, &emails)
@@ -366,6 +369,6 @@ fn backoff_doubles_from_five_seconds_up_to_an_hour() {
         secs,
         vec![5, 10, 20, 40, 80, 160, 320, 640, 1280, 2560, 3600, 3600]
     );
-    assert_eq!(notify::backoff(u32::MAX), Duration::from_secs(3600));
+    assert_eq!(notify::backoff(u32::MAX), Duration::from_hours(1));
     assert_eq!(notify::backoff(0), Duration::from_secs(5));
 }

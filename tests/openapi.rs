@@ -373,7 +373,7 @@ fn check(spec: &Value, schema: &Value, value: &Value, at: &str, problems: &mut V
             match properties.and_then(|p| p.get(name)) {
                 Some(sub) => check(spec, sub, v, &format!("{at}.{name}"), problems),
                 None if schema["additionalProperties"] == false => {
-                    problems.push(format!("{at}: property {name} is not in the schema"))
+                    problems.push(format!("{at}: property {name} is not in the schema"));
                 }
                 None => {}
             }

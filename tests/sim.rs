@@ -35,7 +35,7 @@ fn engine(dir: &std::path::Path, spec: &str) -> app::Running {
 
 fn config(addr: String, spec: &str) -> SimConfig {
     let mut config = SimConfig::new(addr, Spec::load(spec).expect("spec"), book());
-    config.duration = Duration::from_millis(1000);
+    config.duration = Duration::from_secs(1);
     config.drain = Duration::from_secs(5);
     config.seed = 7;
     config

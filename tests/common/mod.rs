@@ -40,8 +40,10 @@ pub fn pan(card_id: &str) -> String {
         .iter()
         .find(|c| c["id"] == card_id)
         .and_then(|c| c["pan"].as_str())
-        .map(str::to_string)
-        .unwrap_or_else(|| panic!("no card {card_id} in the test portfolio"))
+        .map_or_else(
+            || panic!("no card {card_id} in the test portfolio"),
+            str::to_string,
+        )
 }
 
 /// A server over a sled store in its own temporary directory.

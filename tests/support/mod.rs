@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 
 /// Locks a test double's shared state; a panicking handler poisons nothing we care about.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 // ---------------------------------------------------------------- SMTP sink

@@ -85,16 +85,16 @@ pub(crate) async fn inquire_all(
             .build();
         let answer = serial.call(&m).await?;
         let code = answer.get(39).unwrap_or_default();
-        let result = if !conn.dialect.approved(code) {
-            Err(format!(
-                "inquiry declined {}",
-                String::from_utf8_lossy(code)
-            ))
-        } else {
+        let result = if conn.dialect.approved(code) {
             answer
                 .get(54)
                 .and_then(parse_54)
                 .ok_or_else(|| "inquiry without a readable field 54".to_string())
+        } else {
+            Err(format!(
+                "inquiry declined {}",
+                String::from_utf8_lossy(code)
+            ))
         };
         out.insert(c, result);
     }

@@ -209,7 +209,7 @@ pub(crate) struct Dialect {
 impl Dialect {
     pub(crate) fn of(spec: &Spec) -> Dialect {
         Dialect {
-            iso93: spec.field(39).map(|f| f.length() == 4).unwrap_or(false),
+            iso93: spec.field(39).is_some_and(|f| f.length() == 4),
         }
     }
 

@@ -113,7 +113,7 @@ async fn connection(
         logged.clear();
         loop {
             match codec.decode(&mut inbuf) {
-                Ok(Some(frame)) if frame.is_empty() => continue,
+                Ok(Some(frame)) if frame.is_empty() => {}
                 Ok(Some(frame)) => {
                     let Ok(request) = spec.decode(&frame) else {
                         continue;

@@ -199,7 +199,7 @@ impl Report {
 
     /// Whether the run saw no error of any kind (reconciliation included).
     pub fn is_clean(&self) -> bool {
-        self.errors == 0 && self.reconciliation.as_ref().map(|r| r.ok).unwrap_or(true)
+        self.errors == 0 && self.reconciliation.as_ref().is_none_or(|r| r.ok)
     }
 
     /// The report as pretty JSON.

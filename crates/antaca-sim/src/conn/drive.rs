@@ -138,7 +138,7 @@ pub(crate) async fn drive(
                         let received_before = conn.result.received;
                         loop {
                             match codec.decode(&mut inbuf) {
-                                Ok(Some(frame)) if frame.is_empty() => continue,
+                                Ok(Some(frame)) if frame.is_empty() => {}
                                 Ok(Some(frame)) => conn.on_frame(&frame, arrived),
                                 Ok(None) => break,
                                 Err(e) => {

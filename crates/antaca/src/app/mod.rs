@@ -75,7 +75,7 @@ impl Default for ServeOptions {
             portfolio: None,
             iso: IsoConfig::default(),
             engine: EngineConfig::default(),
-            sweep_interval: Duration::from_secs(60),
+            sweep_interval: Duration::from_mins(1),
             http: crate::http::HttpConfig::default(),
             smtp: None,
             notify_interval: Duration::from_secs(2),
@@ -396,7 +396,7 @@ fn spawn_network(network: Network) -> Result<std::thread::JoinHandle<()>, BoxErr
 
 /// Marks a listener up or down for the readiness probe.
 fn up(flag: &std::sync::atomic::AtomicBool, value: bool) {
-    flag.store(value, std::sync::atomic::Ordering::Relaxed)
+    flag.store(value, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// The network thread's work; returns once every listener has drained.
@@ -533,7 +533,7 @@ async fn housekeeping(
     let mut upkeep = tokio::time::interval(Duration::from_secs(5));
     loop {
         tokio::select! {
-            _ = shutdown.cancelled() => break,
+            () = shutdown.cancelled() => break,
             _ = upkeep.tick() => {
                 if let Some(handle) = metrics {
                     handle.run_upkeep();
@@ -572,5 +572,5 @@ pub fn describe_cards(state: &crate::engine::state::State) -> String {
 
 /// Parses a length header name for the command line.
 pub fn parse_length_header(s: &str) -> Result<LengthHeader, String> {
-    s.parse::<LengthHeader>().map_err(|e| e.to_string())
+    s.parse::<LengthHeader>().map_err(|e| e.clone())
 }

@@ -36,7 +36,7 @@ pub fn metrics_handle() -> Option<&'static metrics_exporter_prometheus::Promethe
             let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS)
                 .and_then(|b| b.set_buckets_for_metric(Matcher::Full("antaca_engine_batch_size".into()), SIZES));
-            match builder.and_then(|b| b.install_recorder()) {
+            match builder.and_then(metrics_exporter_prometheus::PrometheusBuilder::install_recorder) {
                 Ok(handle) => Some(handle),
                 Err(e) => {
                     tracing::warn!(error = %e, "metrics recorder not installed; /metrics stays empty");

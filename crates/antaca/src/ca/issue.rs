@@ -230,7 +230,10 @@ impl Ca {
         let uri = rcgen::Ia5String::try_from(format!("{PROGRAM_URI_PREFIX}{program}"))
             .map_err(|_| CaError::BadProgram(program.to_string()))?;
 
-        let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _guard = self
+            .write_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let _lock = DirLock::acquire(&self.dir)?;
         let issued_path = self.dir.join(ISSUED_FILE);
         let mut issued: Vec<IssuedRecord> = read_json_list(&issued_path)?;

@@ -71,7 +71,10 @@ impl Ca {
     pub fn revoke(&self, serial_hex: &str) -> Result<(), CaError> {
         let serial = normalize_serial(serial_hex)
             .ok_or_else(|| CaError::BadSerial(serial_hex.to_string()))?;
-        let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _guard = self
+            .write_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let _lock = DirLock::acquire(&self.dir)?;
         let issued: Vec<IssuedRecord> = read_json_list(&self.dir.join(ISSUED_FILE))?;
         if !issued.iter().any(|r| r.serial_hex == serial) {
@@ -119,7 +122,10 @@ impl Ca {
             return true;
         };
         let path = self.dir.join(REVOKED_FILE);
-        let mut cache = self.revoked.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cache = self
+            .revoked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match std::fs::metadata(&path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 cache.stamp = None;

@@ -304,7 +304,7 @@ mod tests {
         assert_eq!(Outcome::from_tag(18), None);
         for outcome in Outcome::all() {
             assert_eq!(
-                Outcome::from_tag(outcome.tag()).map(|o| o.name()),
+                Outcome::from_tag(outcome.tag()).map(super::Outcome::name),
                 Some(outcome.name())
             );
         }

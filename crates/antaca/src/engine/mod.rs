@@ -37,7 +37,7 @@ pub struct EngineConfig {
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
-            hold_expiry: Duration::from_secs(7 * 24 * 3600),
+            hold_expiry: Duration::from_hours(168),
             batch_max: 4096,
             queue_depth: 65_536,
         }
@@ -233,7 +233,7 @@ impl EngineHandle {
 
     /// Resolves once the writer has stopped taking commands.
     pub async fn stopped(&self) {
-        self.tx.closed().await
+        self.tx.closed().await;
     }
 
     /// Commands waiting for the writer now.
@@ -293,7 +293,7 @@ impl EngineHandle {
     ) -> Result<T, EngineStopped> {
         let (tx, rx) = oneshot::channel();
         self.send(Command::Inspect(Box::new(move |state| {
-            drop(tx.send(f(state)))
+            drop(tx.send(f(state)));
         })))
         .await?;
         rx.await.map_err(|_| EngineStopped)
@@ -312,8 +312,7 @@ pub struct Engine<S: Store> {
 pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0)
+        .map_or(0, |d| d.as_millis())
         .try_into()
         .unwrap_or(u64::MAX)
 }
@@ -919,7 +918,7 @@ impl<S: Store> Engine<S> {
             ledger::Kind::Spend => self.charge(changes, &mut txn, legs, amount, now),
             ledger::Kind::Credit => self.refund(changes, &mut txn, legs, amount, now),
             _ => {
-                txn.additional_amounts = Some(ledger::inquiry_amounts(&self.state, &legs, request))
+                txn.additional_amounts = Some(ledger::inquiry_amounts(&self.state, &legs, request));
             }
         }
         self.finish(changes, txn)

@@ -123,6 +123,7 @@ impl<'a> Reader<'a> {
         Some(Decimal::deserialize(bytes))
     }
 
+    #[allow(clippy::option_option)] // outer: the bytes were readable; inner: the value was present.
     fn option<T>(&mut self, read: impl FnOnce(&mut Self) -> Option<T>) -> Option<Option<T>> {
         match self.u8()? {
             0 => Some(None),
@@ -280,7 +281,7 @@ impl Record for Txn {
         put_opt_str(out, self.processing_code.as_ref());
         put_u64(out, self.amount_minor);
         put_option(out, self.currency, |out, c| {
-            out.extend_from_slice(&c.to_le_bytes())
+            out.extend_from_slice(&c.to_le_bytes());
         });
         put_outcome(out, self.outcome);
         put_opt_str(out, self.approval_code.as_ref());

@@ -80,12 +80,12 @@ pub struct Listeners {
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
-            customer_session: Duration::from_secs(10 * 60),
-            admin_session: Duration::from_secs(15 * 60),
-            pairing_code: Duration::from_secs(10 * 60),
+            customer_session: Duration::from_mins(10),
+            admin_session: Duration::from_mins(15),
+            pairing_code: Duration::from_mins(10),
             login_policy: LoginPolicy {
                 max_failures: 5,
-                lock: Duration::from_secs(15 * 60),
+                lock: Duration::from_mins(15),
             },
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
@@ -236,7 +236,7 @@ pub async fn serve_connection<I, S>(
     tokio::pin!(connection);
     tokio::select! {
         _ = connection.as_mut() => {}
-        _ = shutdown.cancelled() => {
+        () = shutdown.cancelled() => {
             connection.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(Duration::from_secs(5), connection).await;
         }

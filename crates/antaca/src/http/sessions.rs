@@ -355,7 +355,7 @@ mod tests {
 
     #[test]
     fn sessions_expire_and_end() {
-        let sessions = Sessions::new(Duration::from_secs(600), Duration::from_secs(900));
+        let sessions = Sessions::new(Duration::from_mins(10), Duration::from_mins(15));
         let subject = Subject::Admin {
             login: "a".into(),
             role: Role::Admin,
@@ -370,14 +370,14 @@ mod tests {
 
     #[test]
     fn pairing_codes_are_single_use_and_expire() {
-        let sessions = Sessions::new(Duration::from_secs(600), Duration::from_secs(900));
-        let (code, _) = sessions.new_pairing_code("u-1", Duration::from_secs(60), 0);
+        let sessions = Sessions::new(Duration::from_mins(10), Duration::from_mins(15));
+        let (code, _) = sessions.new_pairing_code("u-1", Duration::from_mins(1), 0);
         assert_eq!(
             sessions.take_pairing_code(&code, 1).map(|c| c.user),
             Some("u-1".into())
         );
         assert!(sessions.take_pairing_code(&code, 1).is_none());
-        let (late, _) = sessions.new_pairing_code("u-1", Duration::from_secs(60), 0);
+        let (late, _) = sessions.new_pairing_code("u-1", Duration::from_mins(1), 0);
         assert!(sessions.take_pairing_code(&late, 60_000).is_none());
     }
 

@@ -51,7 +51,7 @@ pub async fn serve_tls<F, Fut>(
         let shutdown = shutdown.clone();
         async move {
             let handshake = tokio::select! {
-                _ = shutdown.cancelled() => return,
+                () = shutdown.cancelled() => return,
                 done = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(socket)) => done,
             };
             let stream = match handshake {
@@ -94,7 +94,7 @@ pub async fn serve_tls<F, Fut>(
                         tracing::debug!(%peer, error = %e, "partner connection ended with an error");
                     }
                 }
-                _ = shutdown.cancelled() => {
+                () = shutdown.cancelled() => {
                     connection.as_mut().graceful_shutdown();
                     let _ = tokio::time::timeout(DRAIN_TIMEOUT, connection).await;
                 }

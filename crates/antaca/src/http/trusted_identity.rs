@@ -158,7 +158,9 @@ impl JtiCache {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, JtiSet> {
         // The set stays consistent even if a holder panicked: every update is one insert pair.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Records `key` until `expiry_secs`; refuses a key already present and unexpired.
@@ -284,7 +286,7 @@ pub fn verify(
     let jti = claim_str("jti")?;
     let iat = claims
         .get("iat")
-        .and_then(|v| v.as_u64())
+        .and_then(josekit::Value::as_u64)
         .ok_or(IdentityError::Malformed)?;
 
     if now_secs > iat.saturating_add(max_age_secs) {

@@ -36,7 +36,7 @@ pub const PASS_NOTIFICATIONS_MAX: usize = 64;
 /// First back-off after a failed attempt.
 pub const BACKOFF_FIRST: Duration = Duration::from_secs(5);
 /// Longest back-off between attempts.
-pub const BACKOFF_MAX: Duration = Duration::from_secs(3600);
+pub const BACKOFF_MAX: Duration = Duration::from_hours(1);
 /// Longest error text kept on a notification.
 const ERROR_LENGTH_MAX: usize = 300;
 /// The error recorded when nobody can be notified.

@@ -92,7 +92,7 @@ impl Message {
 
     /// The logical value of field `n`, if present.
     pub fn get(&self, n: usize) -> Option<&[u8]> {
-        self.get_bytes(n).map(|b| b.as_ref())
+        self.get_bytes(n).map(std::convert::AsRef::as_ref)
     }
 
     /// The logical value of field `n` as shared `Bytes`, if present.

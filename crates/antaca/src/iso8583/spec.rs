@@ -427,9 +427,10 @@ pub(crate) fn compile_field(raw: RawField) -> Result<FieldSpec, SpecError> {
         )));
     }
     match (raw.content, encoding) {
-        (ContentType::Binary, DataEncoding::Binary)
-        | (ContentType::Binary, DataEncoding::HexAscii)
-        | (ContentType::Binary, DataEncoding::HexEbcdic) => {}
+        (
+            ContentType::Binary,
+            DataEncoding::Binary | DataEncoding::HexAscii | DataEncoding::HexEbcdic,
+        ) => {}
         (ContentType::Binary, e) => {
             return Err(bad(format!(
                 "binary content needs encoding binary, hex-ascii or hex-ebcdic, not {e:?}"

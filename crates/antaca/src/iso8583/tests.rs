@@ -357,7 +357,10 @@ fn iso93_overrides() {
         s.field(39).map(|f| (f.length(), f.content())),
         Some((4, ContentType::Numeric))
     );
-    assert_eq!(s.field(56).map(|f| f.kind()), Some(FieldKind::Llvar));
+    assert_eq!(
+        s.field(56).map(super::spec::FieldSpec::kind),
+        Some(FieldKind::Llvar)
+    );
     let mut m = Message::new(*b"1110");
     m.set(39, &b"0000"[..]);
     m.set(12, &b"240615123456"[..]);

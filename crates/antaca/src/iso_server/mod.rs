@@ -47,7 +47,7 @@ impl Default for IsoConfig {
             max_frame: 8192,
             max_connections: 4096,
             max_in_flight: 256,
-            idle_timeout: Duration::from_secs(300),
+            idle_timeout: Duration::from_mins(5),
             read_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(10),
         }
@@ -215,7 +215,7 @@ impl Connection {
                         (false, _) => Some(tokio::time::Instant::now()),
                     };
                 }
-                _ = self.context.engine.stopped(), if !reading && !self.in_flight.is_empty() => {
+                () = self.context.engine.stopped(), if !reading && !self.in_flight.is_empty() => {
                     // Shutting down, and the writer stopped without answering what
                     // is in flight (its store could not tell what it holds): no
                     // answer will come. Let the answers already handed out arrive,
@@ -230,11 +230,11 @@ impl Connection {
                     }
                     return Ok(());
                 }
-                _ = shutdown.cancelled(), if reading => {
+                () = shutdown.cancelled(), if reading => {
                     // Stop taking requests; the loop ends once in-flight ones are answered.
                     reading = false;
                 }
-                _ = tokio::time::sleep_until(partial_since.unwrap_or_else(tokio::time::Instant::now) + read_timeout), if can_read && partial_since.is_some() => {
+                () = tokio::time::sleep_until(partial_since.unwrap_or_else(tokio::time::Instant::now) + read_timeout), if can_read && partial_since.is_some() => {
                     tracing::debug!(peer = %self.peer, "read timeout: a frame was begun and not completed");
                     metrics::counter!("antaca_iso_read_timeouts_total").increment(1);
                     return Err(ConnectionError::Io(std::io::Error::new(
@@ -242,7 +242,7 @@ impl Connection {
                         "a frame was begun and not completed in time",
                     )));
                 }
-                _ = tokio::time::sleep(idle), if self.in_flight.is_empty() => {
+                () = tokio::time::sleep(idle), if self.in_flight.is_empty() => {
                     tracing::debug!(peer = %self.peer, "idle timeout");
                     return Ok(());
                 }

@@ -68,7 +68,7 @@ impl AcceptLoop {
         let mut backoff = self.backoff_first;
         loop {
             let permit = tokio::select! {
-                _ = shutdown.cancelled() => break,
+                () = shutdown.cancelled() => break,
                 permit = Arc::clone(&slots).acquire_owned() => match permit {
                     Ok(permit) => permit,
                     // The semaphore is ours and never closed; stop rather than spin if it were.
@@ -76,7 +76,7 @@ impl AcceptLoop {
                 },
             };
             let accepted = tokio::select! {
-                _ = shutdown.cancelled() => break,
+                () = shutdown.cancelled() => break,
                 accepted = listener.accept() => accepted,
             };
             match accepted {
@@ -93,8 +93,8 @@ impl AcceptLoop {
                     tracing::warn!(listener = self.name, error = %e, "accept failed");
                     drop(permit);
                     tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(backoff) => {}
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(backoff) => {}
                     }
                     backoff = (backoff * 2).min(self.backoff_max);
                 }

@@ -317,12 +317,12 @@ pub fn verify(store: &impl Store) -> Result<Report, StoreError> {
         }
         match &b.owner {
             BalanceOwner::User(u) if !users.contains_key(u) => {
-                report.error(format!("balance {}: its user {u} does not exist", b.id))
+                report.error(format!("balance {}: its user {u} does not exist", b.id));
             }
             BalanceOwner::PartnerCredit(p) | BalanceOwner::PartnerDeposit(p)
                 if !programs.contains_key(p) =>
             {
-                report.error(format!("balance {}: its program {p} does not exist", b.id))
+                report.error(format!("balance {}: its program {p} does not exist", b.id));
             }
             _ => {}
         }

@@ -17,7 +17,10 @@ use josekit::jwk::KeyPair;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::*;
+use super::{
+    check_compact, payload_of, JweError, MAX_CLIENT_KEY_BITS, MAX_PUBLIC_KEY_HEADER,
+    MIN_CLIENT_KEY_BITS, RESPONSE_ALG, SERVER_KEY_BITS,
+};
 use crate::security::keyfile::{self, Access};
 /// The server's RSA key pair, used to decrypt requests.
 pub struct ServerKeys {
@@ -52,10 +55,10 @@ impl ServerKeys {
                 // Another process may have won the race; then use its key.
                 let created = keyfile::write_new(&key_path, &pem, Access::Private)
                     .map_err(io_error(&key_path))?;
-                if !created {
-                    std::fs::read(&key_path).map_err(io_error(&key_path))?
-                } else {
+                if created {
                     pem
+                } else {
+                    std::fs::read(&key_path).map_err(io_error(&key_path))?
                 }
             }
             Err(e) => return Err(io_error(&key_path)(e)),

@@ -312,7 +312,7 @@ fn encrypted_flag(headers: &HeaderMap) -> Result<bool, JweError> {
             ))
         }
     };
-    let text = value.to_str().map(str::trim).unwrap_or("");
+    let text = value.to_str().map_or("", str::trim);
     if text.eq_ignore_ascii_case("true") {
         Ok(true)
     } else if text.eq_ignore_ascii_case("false") {

@@ -117,8 +117,7 @@ pub(super) async fn reload(
         let amount = body
             .amount
             .parse::<rust_decimal::Decimal>()
-            .map(|d| d.normalize().to_string())
-            .unwrap_or_else(|_| body.amount.clone());
+            .map_or_else(|_| body.amount.clone(), |d| d.normalize().to_string());
         hex::encode(sha2::Sha256::digest(format!(
             "{} {}\n{amount}\n{}",
             call.method, call.path, body.currency

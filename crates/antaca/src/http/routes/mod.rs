@@ -278,7 +278,7 @@ pub async fn dispatch(
     let (parts, body) = request.into_parts();
     let path = parts.uri.path();
     let mut allowed: Vec<&str> = Vec::new();
-    for route in ctx.routes.iter() {
+    for route in &ctx.routes {
         let Some(params) = match_path(route.pattern, path) else {
             continue;
         };

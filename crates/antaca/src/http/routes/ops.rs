@@ -94,7 +94,7 @@ pub(super) async fn metrics_text(
     let text = ctx
         .metrics
         .as_ref()
-        .map(|handle| handle.render())
+        .map(metrics_exporter_prometheus::PrometheusHandle::render)
         .unwrap_or_default();
     let mut response = hyper::Response::new(http_body_util::Full::new(Bytes::from(text)));
     response.headers_mut().insert(

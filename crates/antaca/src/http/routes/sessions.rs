@@ -233,7 +233,7 @@ pub(super) async fn end_session(
 ) -> Result<HttpResponse, ApiError> {
     match &call.who {
         Principal::Customer { token, .. } | Principal::Admin { token, .. } => {
-            ctx.sessions.end(token)
+            ctx.sessions.end(token);
         }
         _ => {}
     }

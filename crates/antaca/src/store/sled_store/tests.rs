@@ -10,7 +10,7 @@ fn small() -> StoreConfig {
             segments: 2,
             segment_bytes: 256,
         },
-        checkpoint_interval: Duration::from_secs(3600),
+        checkpoint_interval: Duration::from_hours(1),
     }
 }
 
@@ -311,8 +311,7 @@ fn checkpoints_leave_no_blob_files_to_sled() {
     store.commit(batch).expect("commit");
     store.checkpoint_now().expect("checkpoint");
     let blobs = std::fs::read_dir(dir.path().join("sled").join("blobs"))
-        .map(|d| d.count())
-        .unwrap_or(0);
+        .map_or(0, std::iter::Iterator::count);
     assert_eq!(blobs, 0);
     assert_eq!(store.scan_prefix(keys::TXN).expect("scan").len(), 20_000);
 }
