@@ -7,6 +7,10 @@
 //! (`iso_context`, `http_context`), then start the network thread
 //! (`spawn_network`: listeners, notifier, `housekeeping`). It decides nothing
 //! about a transaction and never touches the store after handing it to the writer.
+//!
+//! Owns: configuration (`config`), start-up and shutdown, telemetry
+//! (`telemetry`: logging and the Prometheus recorder). Must never touch: a
+//! decision, a record, a field; no module of the library imports `app`.
 
 use crate::engine::{now_ms, Command, Engine, EngineConfig, EngineHandle, ReplyRouter};
 use crate::iso8583::Spec;

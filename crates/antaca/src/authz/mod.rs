@@ -4,6 +4,9 @@
 //! Declines are values, checked in precedence order (see [`decide`]); one
 //! table (`domain::outcome::OUTCOMES`, behind [`Outcome::code`]) maps every
 //! outcome to the wire code of each dialect.
+//!
+//! Owns: the rules of an authorization. Must never touch: IO, the clock, a
+//! socket, the store, logging; it imports only `domain`.
 
 use crate::domain::calendar::{self, Date};
 use crate::domain::model::{Balance, Card, CardState};

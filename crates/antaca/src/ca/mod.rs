@@ -16,6 +16,10 @@
 //! revocation list and the serials. The TLS side (the rustls configuration and
 //! client-certificate verifier) belongs to `http::tls`: `ca` owns certificates,
 //! never a connection.
+//!
+//! Owns: the CA's keys and certificates, CSR signing (`issue`) and
+//! revocation (`revocation`). Must never touch: TLS sessions (the rustls
+//! verifier is `http::tls`), the engine, the store.
 
 pub mod issue;
 pub mod revocation;

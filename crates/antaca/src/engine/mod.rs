@@ -6,6 +6,10 @@
 //! reply leaves only after its batch, and every batch before it, is on
 //! disk. If a commit fails the batch is undone in memory and every request
 //! in it is answered with the system-malfunction code.
+//!
+//! Owns: the state in memory and the only thread that changes it. Must never
+//! touch: a socket or a wire format (requests arrive typed, from `protocol`
+//! and `manage`), or the disk except through the `Store` trait.
 
 mod ledger;
 pub mod record;

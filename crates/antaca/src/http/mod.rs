@@ -2,6 +2,12 @@
 //! administration panel (`/admin`) on the plain listener, the partner's
 //! servers (`/secure`) on the TLS listener with client certificates. Every
 //! change goes through the engine's writer, so the next authorization sees it.
+//!
+//! Owns: the router and one handler file per resource (`routes`), the JWE
+//! envelope (`jwe`), sessions and roles (`sessions`), trusted identities
+//! (`trusted_identity`), TLS and the client-certificate verifier (`tls`).
+//! Must never touch: management rules (they are `manage`'s) or the store;
+//! state is read and changed only through the engine's handle.
 
 pub mod api;
 pub mod jwe;

@@ -1,5 +1,8 @@
 //! ISO 8583 codec: specs are data (JSON, see `specs/README.md`), compiled once
 //! into a field table; messages hold logical values as `Bytes`.
+//!
+//! Owns: bytes ⇄ [`Message`] for every dialect. Must never touch: a card, the
+//! meaning of a field (that is `protocol`), a socket, the engine.
 #![warn(missing_docs)]
 
 mod codec;

@@ -2,6 +2,10 @@
 //! into requests for the engine, and writes responses in whatever order they
 //! become durable (clients match them on STAN). One task per connection owns
 //! both halves of the socket, so a slow or silent client stalls only itself.
+//!
+//! Owns: ISO 8583 connections, their limits and timeouts, and the answers to
+//! network management (they never reach the writer). Must never touch: a
+//! decision, a balance or the store.
 
 use crate::domain::outcome::Outcome;
 use crate::engine::{Command, EngineHandle, Reply};

@@ -8,6 +8,9 @@
 //! This file keeps only what they share: [`ManageError`] and tiny helpers.
 //!
 //! Each operation validates first and changes state only once it must succeed.
+//!
+//! Must never touch: HTTP or ISO 8583 (no status codes, no headers, no
+//! fields), or the store directly (changes go through the writer's `Changes`).
 
 pub mod balances;
 pub mod cards;

@@ -2,6 +2,7 @@
 //! knows field numbers, MTIs and processing codes. It reads fields, checks
 //! their form, and builds messages; it decides nothing about cards or money,
 //! and never sees a socket or the store.
+//! Must never touch: the engine, the store, HTTP.
 //!
 //! This file holds the typed operation the rest of the engine works with;
 //! the mappings live beside it: [`classify`] (MTI and processing code → kind

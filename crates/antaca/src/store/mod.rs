@@ -1,6 +1,10 @@
 //! Storage behind a small trait: a durable sled store and an in-memory one
 //! for tests and fault injection. The store keeps bytes under keys and
 //! commits batches; it decides nothing.
+//!
+//! Owns: durability (the write-ahead log, group `fdatasync`, checkpoints into
+//! sled) and key encoding. Must never touch: a decision, a wire format, the
+//! engine; it imports nothing else of the crate.
 
 mod memory;
 mod sled_store;
