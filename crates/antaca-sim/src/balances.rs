@@ -8,7 +8,7 @@
 
 use crate::book::{Book, SimCard};
 use crate::config::SimConfig;
-use crate::conn::{connect, new_conn, parse_54, stan_of};
+use crate::conn::{connect, new_conn, parse_54, stan_of, Expiry};
 use crate::run::RunShared;
 use crate::SimError;
 use antaca::iso8583::{Message, Spec};
@@ -81,7 +81,7 @@ pub(crate) async fn inquire_all(
     for &c in &shared.book.good {
         conn.tick_clock(Instant::now());
         let m = conn
-            .request_with_expiry(b"0100", c, BALANCE_INQUIRY, 0)
+            .request(b"0100", c, BALANCE_INQUIRY, 0, Expiry::Card)
             .build();
         let answer = serial.call(&m).await?;
         let code = answer.get(39).unwrap_or_default();

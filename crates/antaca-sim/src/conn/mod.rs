@@ -12,7 +12,7 @@ mod request;
 mod response;
 
 pub(crate) use drive::{connect, drive, Sending};
-pub(crate) use request::CardFields;
+pub(crate) use request::{CardFields, Expiry};
 pub use response::parse_54;
 
 use crate::book::Book;

@@ -85,43 +85,49 @@ impl CardFields {
     }
 }
 
+/// What a request carries as its expiry (field 14).
+#[derive(Clone, Copy)]
+pub(crate) enum Expiry {
+    /// The card's own expiry.
+    Card,
+    /// This one instead (a wrong expiry, on purpose).
+    Given(&'static [u8]),
+    /// None: completions and reversals do not carry it.
+    Absent,
+}
+
 impl Conn {
-    /// A request of card `c` with the fields an acquirer sends.
-    fn request(
+    /// A request of card `c` with the fields an acquirer sends and `expiry`.
+    pub(crate) fn request(
         &mut self,
         mti: &[u8; 4],
         c: usize,
         processing: &'static [u8],
         amount: i64,
+        expiry: Expiry,
     ) -> RequestBuilder<'_> {
         let stan = self.next_stan();
         let card = &self.cards[c];
         let dialect = self.dialect.wire();
         let reference = (self.index % 10_000) as u64 * 100_000_000 + u64::from(stan);
-        RequestBuilder::new(dialect, request_mti(dialect, mti), 16, self.arena.digits())
-            .pan(card.pan.clone())
-            .processing_code(Bytes::from_static(processing))
-            .amount_minor(u64::try_from(amount).unwrap_or(0))
-            .date_time(&self.clock.local_date_time)
-            .stan(stan)
-            .mcc(Bytes::from_static(b"5411"))
-            .acquirer(self.acquirer.clone())
-            .retrieval_reference(reference)
-            .terminal(self.terminal.clone())
-            .merchant(Bytes::from_static(b"SIMMERCHANT0001"))
-            .currency(card.currency.clone())
-    }
-
-    /// A request of card `c` with its expiry (field 14).
-    pub(crate) fn request_with_expiry(
-        &mut self,
-        mti: &[u8; 4],
-        c: usize,
-        processing: &'static [u8],
-        amount: i64,
-    ) -> RequestBuilder<'_> {
-        let expiry = self.cards[c].expiry.clone();
-        self.request(mti, c, processing, amount).expiry(expiry)
+        let builder =
+            RequestBuilder::new(dialect, request_mti(dialect, mti), 16, self.arena.digits())
+                .pan(card.pan.clone())
+                .processing_code(Bytes::from_static(processing))
+                .amount_minor(u64::try_from(amount).unwrap_or(0))
+                .date_time(&self.clock.local_date_time)
+                .stan(stan)
+                .mcc(Bytes::from_static(b"5411"))
+                .acquirer(self.acquirer.clone())
+                .retrieval_reference(reference)
+                .terminal(self.terminal.clone())
+                .merchant(Bytes::from_static(b"SIMMERCHANT0001"))
+                .currency(card.currency.clone());
+        match expiry {
+            Expiry::Card => builder.expiry(card.expiry.clone()),
+            Expiry::Given(yymm) => builder.expiry(Bytes::from_static(yymm)),
+            Expiry::Absent => builder,
+        }
     }
 
     fn small_amount(&mut self, c: usize) -> i64 {
@@ -175,7 +181,7 @@ impl Conn {
                 let cvv2 = self.cards[c].cvv2.clone();
                 // A reference count, not a copy of the location, per message.
                 let spec = Arc::clone(&self.spec);
-                let mut m = self.request_with_expiry(b"0100", c, PURCHASE, amount);
+                let mut m = self.request(b"0100", c, PURCHASE, amount, Expiry::Card);
                 if let Some(cvv2) = cvv2 {
                     m = m.subelements(spec.cvv2_location(), cvv2);
                 }
@@ -204,7 +210,7 @@ impl Conn {
                 let acquirer = self.acquirer.clone();
                 let named = original.original;
                 let m = self
-                    .request(mti, original.card, PURCHASE, amount)
+                    .request(mti, original.card, PURCHASE, amount, Expiry::Absent)
                     .original(
                         named.mti,
                         named.stan,
@@ -241,13 +247,15 @@ impl Conn {
                         (c, self.small_amount(c))
                     }
                 };
-                let m = self.request_with_expiry(b"0200", c, REFUND, amount).build();
+                let m = self
+                    .request(b"0200", c, REFUND, amount, Expiry::Card)
+                    .build();
                 pending(kind, Some(c), amount, 0, m, Expect::Approved)
             }
             Kind::Inquiry => {
                 let c = self.good_card();
                 let m = self
-                    .request_with_expiry(b"0100", c, BALANCE_INQUIRY, 0)
+                    .request(b"0100", c, BALANCE_INQUIRY, 0, Expiry::Card)
                     .build();
                 pending(kind, Some(c), 0, 0, m, Expect::Approved)
             }
@@ -276,24 +284,25 @@ impl Conn {
                     let c = book.bad[self.rng.gen_range(0..book.bad.len())];
                     let amount = self.small_amount(c);
                     let m = self
-                        .request_with_expiry(b"0100", c, PURCHASE, amount)
+                        .request(b"0100", c, PURCHASE, amount, Expiry::Card)
                         .build();
                     return pending(kind, Some(c), amount, 0, m, Expect::Declined);
                 }
                 let c = self.good_card();
                 if choice == 1 {
                     let amount = self.small_amount(c);
-                    let m = self.request(b"0100", c, PURCHASE, amount);
                     let wrong: &'static [u8] = if book.cards[c].expiry == "2001" {
                         b"2002"
                     } else {
                         b"2001"
                     };
-                    let m = m.expiry(Bytes::from_static(wrong)).build();
+                    let m = self
+                        .request(b"0100", c, PURCHASE, amount, Expiry::Given(wrong))
+                        .build();
                     pending(kind, Some(c), amount, 0, m, Expect::Declined)
                 } else {
                     let m = self
-                        .request_with_expiry(b"0100", c, PURCHASE, HUGE_AMOUNT)
+                        .request(b"0100", c, PURCHASE, HUGE_AMOUNT, Expiry::Card)
                         .build();
                     pending(kind, Some(c), HUGE_AMOUNT, 0, m, Expect::Insufficient)
                 }

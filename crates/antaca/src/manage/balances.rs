@@ -4,7 +4,7 @@
 
 use super::customers::customer;
 use super::error::ErrorCode;
-use super::{valid_id, ManageError};
+use super::{chosen_or_next_id, ManageError};
 use crate::domain::model::{
     Account, Balance, BalanceOwner, EntryKind, Funding, JournalEntry, Kyc, Leg, Posting, Txn,
     TxnState,
@@ -322,19 +322,7 @@ pub fn create_partner_balance(
         })?),
         None => None,
     };
-    let id = match new.id {
-        Some(id) if !valid_id(&id) => {
-            return Err(ManageError::invalid(
-                ErrorCode::InvalidField,
-                "id must be 1 to 64 letters, digits, '-' or '_'",
-            ))
-        }
-        Some(id) => id,
-        None => format!(
-            "pbal_{}",
-            changes.next_in_sequence(state, "partner_balance")
-        ),
-    };
+    let id = chosen_or_next_id(state, changes, new.id, "pbal", "partner_balance")?;
     if state.balances.contains_key(&id) {
         return Err(ManageError::conflict(
             ErrorCode::BalanceExists,

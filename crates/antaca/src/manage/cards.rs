@@ -186,6 +186,35 @@ pub fn card<'a>(state: &'a State, id: &str, scope: &Scope) -> Result<&'a Card, M
     Ok(card)
 }
 
+/// A card the scope may act on that is not removed.
+fn live_card<'a>(state: &'a State, id: &str, scope: &Scope) -> Result<&'a Card, ManageError> {
+    let card = card(state, id, scope)?;
+    if card.state == CardState::Removed {
+        return Err(removed());
+    }
+    Ok(card)
+}
+
+/// A copy of a card the scope may act on: one of `types` (else a conflict
+/// with `code` and `message`), then not removed.
+fn live_card_of_type(
+    state: &State,
+    id: &str,
+    scope: &Scope,
+    types: &[CardType],
+    code: ErrorCode,
+    message: &'static str,
+) -> Result<Card, ManageError> {
+    let card = card(state, id, scope)?;
+    if !types.contains(&card.card_type) {
+        return Err(ManageError::conflict(code, message));
+    }
+    if card.state == CardState::Removed {
+        return Err(removed());
+    }
+    Ok(card.clone())
+}
+
 /// The cards of a customer (linked ones only, unless `all`).
 pub fn list(state: &State, customer: &str, all: bool) -> Vec<CardView> {
     let mut cards: Vec<CardView> = state
@@ -439,10 +468,7 @@ pub fn lock(
             "the reason is 1 to 8",
         ));
     }
-    let mut card = card(state, id, scope)?.clone();
-    if card.state == CardState::Removed {
-        return Err(removed());
-    }
+    let mut card = live_card(state, id, scope)?.clone();
     if let Some(current) = card.lock.and_then(lock_reason) {
         if current.irreversible && current.number != reason {
             return Err(ManageError::conflict(
@@ -465,10 +491,7 @@ pub fn unlock(
     id: &str,
     scope: &Scope,
 ) -> Result<CardView, ManageError> {
-    let mut card = card(state, id, scope)?.clone();
-    if card.state == CardState::Removed {
-        return Err(removed());
-    }
+    let mut card = live_card(state, id, scope)?.clone();
     let Some(current) = card.lock.and_then(lock_reason) else {
         return Err(ManageError::conflict(
             ErrorCode::NotLocked,
@@ -528,10 +551,7 @@ pub fn full_data(
     id: &str,
     scope: &Scope,
 ) -> Result<CardData, ManageError> {
-    let card = card(state, id, scope)?;
-    if card.state == CardState::Removed {
-        return Err(removed());
-    }
+    let card = live_card(state, id, scope)?;
     let pan = clear_pan(keys, card)?;
     let cvv = card.cvv_generation.map(|generation| {
         cvv::derive_cvv2(
@@ -559,16 +579,14 @@ pub fn reset_cvv(
     id: &str,
     scope: &Scope,
 ) -> Result<CardData, ManageError> {
-    let mut card = card(state, id, scope)?.clone();
-    if !matches!(card.card_type, CardType::Virtual | CardType::DigitalFirst) {
-        return Err(ManageError::conflict(
-            ErrorCode::CvvResetNotAllowed,
-            "the CVV2 is reset for virtual and Digital First cards",
-        ));
-    }
-    if card.state == CardState::Removed {
-        return Err(removed());
-    }
+    let mut card = live_card_of_type(
+        state,
+        id,
+        scope,
+        &[CardType::Virtual, CardType::DigitalFirst],
+        ErrorCode::CvvResetNotAllowed,
+        "the CVV2 is reset for virtual and Digital First cards",
+    )?;
     clear_pan(keys, &card)?;
     card.cvv_generation = Some(card.cvv_generation.map_or(1, |g| g.wrapping_add(1)));
     card.cvv2_hash = None;
@@ -586,16 +604,14 @@ pub fn set_pin(
     scope: &Scope,
     pin: &Pin,
 ) -> Result<CardView, ManageError> {
-    let mut card = card(state, id, scope)?.clone();
-    if !matches!(card.card_type, CardType::Physical | CardType::DigitalFirst) {
-        return Err(ManageError::conflict(
-            ErrorCode::PinNotAllowed,
-            "a PIN is set on physical and Digital First cards",
-        ));
-    }
-    if card.state == CardState::Removed {
-        return Err(removed());
-    }
+    let mut card = live_card_of_type(
+        state,
+        id,
+        scope,
+        &[CardType::Physical, CardType::DigitalFirst],
+        ErrorCode::PinNotAllowed,
+        "a PIN is set on physical and Digital First cards",
+    )?;
     card.pin_hash = Some(keys.secrets.pin_hash(&card.id, pin.as_bytes()));
     card.pin_tries = 0;
     Ok(update(state, changes, card))

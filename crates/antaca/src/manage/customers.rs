@@ -4,7 +4,7 @@
 
 use super::error::ErrorCode;
 use super::kyc::KycStatus;
-use super::{valid_id, ManageError};
+use super::{chosen_or_next_id, ManageError};
 use crate::domain::model::{BalanceOwner, Kyc, User};
 use crate::engine::state::{Changes, State};
 use serde::{Deserialize, Serialize};
@@ -120,16 +120,7 @@ pub fn create_customer(
             format!("no program {program:?}"),
         ));
     }
-    let id = match new.id {
-        Some(id) if !valid_id(&id) => {
-            return Err(ManageError::invalid(
-                ErrorCode::InvalidField,
-                "id must be 1 to 64 letters, digits, '-' or '_'",
-            ))
-        }
-        Some(id) => id,
-        None => format!("cus_{}", changes.next_in_sequence(state, "customer")),
-    };
+    let id = chosen_or_next_id(state, changes, new.id, "cus", "customer")?;
     if state.users.contains_key(&id) {
         return Err(ManageError::conflict(
             ErrorCode::CustomerExists,

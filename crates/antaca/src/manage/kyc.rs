@@ -121,6 +121,25 @@ pub fn reference_key(reference: &str) -> String {
     format!("kycref/{reference}")
 }
 
+/// A new case of `user`: no data, documents, decision or references yet.
+fn new_case(user: &User, mode: KycMode, status: KycStatus, now: u64) -> KycCase {
+    KycCase {
+        customer_id: user.id.clone(),
+        program: user.program.clone(),
+        mode,
+        status,
+        data: serde_json::json!({}),
+        documents: Vec::new(),
+        reason: None,
+        decided_by: None,
+        reference: None,
+        provider_reference: None,
+        provider_error: None,
+        created_ms: now,
+        updated_ms: now,
+    }
+}
+
 /// Starts KYC (manual or automatic) with the customer's data. A case already
 /// accepted is a conflict; a rejected or pending one starts again.
 pub fn start_kyc(
@@ -154,19 +173,10 @@ pub fn start_kyc(
         _ => None,
     };
     let case = KycCase {
-        customer_id: user.id.clone(),
-        program: user.program.clone(),
-        mode,
-        status: KycStatus::InProgress,
         data,
         documents: previous.map(|p| p.documents).unwrap_or_default(),
-        reason: None,
-        decided_by: None,
         reference: reference.clone(),
-        provider_reference: None,
-        provider_error: None,
-        created_ms: now,
-        updated_ms: now,
+        ..new_case(&user, mode, KycStatus::InProgress, now)
     };
     if let Some(reference) = &reference {
         changes.put_record(state, &reference_key(reference), &user.id);
@@ -229,21 +239,9 @@ pub fn add_document(
             "the bytes are not of the declared content type",
         ));
     }
-    let mut case: KycCase = state.record(&kyc_key(user_id)).unwrap_or(KycCase {
-        customer_id: user.id.clone(),
-        program: user.program.clone(),
-        mode: KycMode::Manual,
-        status: KycStatus::None,
-        data: serde_json::json!({}),
-        documents: Vec::new(),
-        reason: None,
-        decided_by: None,
-        reference: None,
-        provider_reference: None,
-        provider_error: None,
-        created_ms: now,
-        updated_ms: now,
-    });
+    let mut case: KycCase = state
+        .record(&kyc_key(user_id))
+        .unwrap_or_else(|| new_case(&user, KycMode::Manual, KycStatus::None, now));
     if case.status == KycStatus::Accepted {
         return Err(ManageError::conflict(
             ErrorCode::KycAlreadyAccepted,
@@ -385,21 +383,7 @@ pub fn decide_kyc(
         ));
     }
     // From here the decision is recorded.
-    let mut case = existing.unwrap_or(KycCase {
-        customer_id: user.id.clone(),
-        program: user.program.clone(),
-        mode,
-        status: KycStatus::InProgress,
-        data: serde_json::json!({}),
-        documents: Vec::new(),
-        reason: None,
-        decided_by: None,
-        reference: None,
-        provider_reference: None,
-        provider_error: None,
-        created_ms: now,
-        updated_ms: now,
-    });
+    let mut case = existing.unwrap_or_else(|| new_case(&user, mode, KycStatus::InProgress, now));
     case.status = if accepted {
         KycStatus::Accepted
     } else {

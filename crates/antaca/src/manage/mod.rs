@@ -21,6 +21,7 @@ pub mod kyc;
 pub mod portfolio;
 
 use crate::domain::calendar;
+use crate::engine::state::{Changes, State};
 use error::ErrorCode;
 
 /// Why a management operation was refused. Each maps to an HTTP status and a stable code.
@@ -89,6 +90,27 @@ fn valid_id(id: &str) -> bool {
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The id the caller chose (if valid), else `{prefix}_` and the next number of `sequence`.
+fn chosen_or_next_id(
+    state: &mut State,
+    changes: &mut Changes,
+    chosen: Option<String>,
+    prefix: &str,
+    sequence: &str,
+) -> Result<String, ManageError> {
+    match chosen {
+        Some(id) if !valid_id(&id) => Err(ManageError::invalid(
+            ErrorCode::InvalidField,
+            "id must be 1 to 64 letters, digits, '-' or '_'",
+        )),
+        Some(id) => Ok(id),
+        None => Ok(format!(
+            "{prefix}_{}",
+            changes.next_in_sequence(state, sequence)
+        )),
+    }
 }
 
 /// RFC 3339 (UTC, milliseconds) of a time in ms since the epoch.

@@ -407,6 +407,22 @@ mod tests {
         }
     }
 
+    /// Whether `m` fails to parse with a format error on `field`.
+    fn format_error_on(m: &Message, secrets: &CardSecrets, field: usize) -> bool {
+        matches!(
+            parse(m, profile(), secrets),
+            Err(ParseError::Format { field: f, .. }) if f == field
+        )
+    }
+
+    /// Asserts that each of `bad` as field 48 of `m` is a format error on field 48.
+    fn assert_bad_field_48(m: &mut Message, secrets: &CardSecrets, bad: &[&str]) {
+        for value in bad {
+            m.set(48, (*value).to_string());
+            assert!(format_error_on(m, secrets, 48), "{value}");
+        }
+    }
+
     #[test]
     fn pin_block_and_cvv2_are_read_and_redacted() {
         let secrets = CardSecrets::from_key([1u8; 32]);
@@ -437,16 +453,11 @@ mod tests {
         let r = parse(&m, profile(), &secrets).expect("parse");
         assert!(r.pin.is_none() && r.pin_unverifiable && !r.pin_invalid);
         // Malformed subelements and a malformed CVV2 are format errors on field 48.
-        for bad in ["92031", "9202AB", "92051234X", "920212"] {
-            m.set(48, bad.to_string());
-            assert!(
-                matches!(
-                    parse(&m, profile(), &secrets),
-                    Err(ParseError::Format { field: 48, .. })
-                ),
-                "{bad}"
-            );
-        }
+        assert_bad_field_48(
+            &mut m,
+            &secrets,
+            &["92031", "9202AB", "92051234X", "920212"],
+        );
         // Field 48 without tag 92: no CVV2.
         m.set(48, "10021A".to_string());
         assert!(parse(&m, profile(), &secrets)
@@ -465,21 +476,9 @@ mod tests {
         let r = parse(&m, profile(), &secrets).expect("parse");
         assert_eq!(r.class, MessageClass::FileUpdate);
         assert_eq!(r.file_action, Some(FileAction::Add { reason: 7 }));
-        for bad in ["900209", "900200", "90017", "9002A1"] {
-            m.set(48, bad.to_string());
-            assert!(
-                matches!(
-                    parse(&m, profile(), &secrets),
-                    Err(ParseError::Format { field: 48, .. })
-                ),
-                "{bad}"
-            );
-        }
+        assert_bad_field_48(&mut m, &secrets, &["900209", "900200", "90017", "9002A1"]);
         m.remove(48);
-        assert!(matches!(
-            parse(&m, profile(), &secrets),
-            Err(ParseError::Format { field: 48, .. })
-        ));
+        assert!(format_error_on(&m, &secrets, 48));
         m.set(91, "3".to_string());
         let r = parse(&m, profile(), &secrets).expect("parse");
         assert_eq!(r.file_action, Some(FileAction::Delete));
@@ -489,10 +488,7 @@ mod tests {
             Some(FileAction::Other)
         );
         m.remove(91);
-        assert!(matches!(
-            parse(&m, profile(), &secrets),
-            Err(ParseError::Format { field: 91, .. })
-        ));
+        assert!(format_error_on(&m, &secrets, 91));
         // The response MTI and the echoed fields.
         assert_eq!(response_mti(*b"0302"), *b"0312");
         assert_eq!(response_mti(*b"1302"), *b"1312");

@@ -2,12 +2,14 @@
 //! which of them travel as JWE), and the JWE public keys. Card data comes
 //! from `manage::cards` through the writer; nothing here reads the store.
 
-use super::scope::apply;
+use super::scope::{apply, inspect};
 use super::{Call, Principal};
+use crate::engine::state::{Changes, State};
 use crate::http::api::{self, created, no_content, ok, parse_json, ApiError, HttpResponse};
 use crate::http::HttpContext;
 use crate::manage::cards::{self, CardKeys, Scope};
 use crate::manage::error::ErrorCode;
+use crate::manage::ManageError;
 use hyper::StatusCode;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -58,32 +60,65 @@ fn card_id(call: &Call) -> Result<String, ApiError> {
         .ok_or_else(|| ApiError::bad_request(ErrorCode::InvalidPath, "missing card id"))
 }
 
+/// The customer a call names (required) and what it may act on.
+fn named_customer(call: &Call) -> Result<(String, Scope), ApiError> {
+    let (customer, scope) = scope(call)?;
+    let customer = customer
+        .ok_or_else(|| ApiError::bad_request(ErrorCode::InvalidPath, "missing customer"))?;
+    Ok((customer, scope))
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct IssueRequest {
     balance_id: String,
 }
 
+/// What a call that issues a card carries.
+struct Issue {
+    customer: String,
+    scope: Scope,
+    balance_id: String,
+    keys: CardKeys,
+}
+
+/// The customer, scope, balance and keys of a call that issues a card.
+fn issue_request(ctx: &HttpContext, call: &Call) -> Result<Issue, ApiError> {
+    let (customer, scope) = named_customer(call)?;
+    let body: IssueRequest = parse_json(&call.headers, &call.body)?;
+    Ok(Issue {
+        customer,
+        scope,
+        balance_id: body.balance_id,
+        keys: keys(ctx)?,
+    })
+}
+
+/// `cards::create_virtual` or `cards::order_physical`.
+type IssueFn<T> =
+    fn(&mut State, &mut Changes, &CardKeys, &str, &Scope, &str, u64) -> Result<T, ManageError>;
+
+/// Issues a card as the call asks, with `issue`, on the writer.
+async fn issue_card<T: Send + 'static>(
+    ctx: &HttpContext,
+    call: &Call,
+    issue: IssueFn<T>,
+) -> Result<T, ApiError> {
+    let Issue {
+        customer,
+        scope,
+        balance_id,
+        keys,
+    } = issue_request(ctx, call)?;
+    apply(ctx, move |state, changes, now| {
+        issue(state, changes, &keys, &customer, &scope, &balance_id, now)
+    })
+    .await
+}
+
 /// Creates a virtual card synchronously; the answer carries its full data (JWE).
 pub async fn create_virtual(ctx: Arc<HttpContext>, call: Call) -> Result<HttpResponse, ApiError> {
-    let (customer, scope) = scope(&call)?;
-    let customer = customer
-        .ok_or_else(|| ApiError::bad_request(ErrorCode::InvalidPath, "missing customer"))?;
-    let body: IssueRequest = parse_json(&call.headers, &call.body)?;
-    let keys = keys(&ctx)?;
-    let data = apply(&ctx, move |state, changes, now| {
-        cards::create_virtual(
-            state,
-            changes,
-            &keys,
-            &customer,
-            &scope,
-            &body.balance_id,
-            now,
-        )
-    })
-    .await?;
-    created(&data)
+    created(&issue_card(&ctx, &call, cards::create_virtual).await?)
 }
 
 /// An asynchronous card operation, kept as the record `cardop/{id}`.
@@ -113,11 +148,12 @@ pub async fn create_virtual_async(
     ctx: Arc<HttpContext>,
     call: Call,
 ) -> Result<HttpResponse, ApiError> {
-    let (customer, scope) = scope(&call)?;
-    let customer = customer
-        .ok_or_else(|| ApiError::bad_request(ErrorCode::InvalidPath, "missing customer"))?;
-    let body: IssueRequest = parse_json(&call.headers, &call.body)?;
-    let keys = keys(&ctx)?;
+    let Issue {
+        customer,
+        scope,
+        balance_id,
+        keys,
+    } = issue_request(&ctx, &call)?;
     let for_record = customer.clone();
     let operation = apply(&ctx, move |state, changes, _| {
         crate::manage::customers::customer(state, &for_record, scope.program.as_deref())?;
@@ -146,7 +182,7 @@ pub async fn create_virtual_async(
                     &keys,
                     &customer,
                     &scope,
-                    &body.balance_id,
+                    &balance_id,
                     now,
                 );
                 let mut done = pending.clone();
@@ -208,40 +244,18 @@ pub async fn operation(ctx: Arc<HttpContext>, call: Call) -> Result<HttpResponse
 
 /// Orders a physical card (inactive until personalised and activated).
 pub async fn order_physical(ctx: Arc<HttpContext>, call: Call) -> Result<HttpResponse, ApiError> {
-    let (customer, scope) = scope(&call)?;
-    let customer = customer
-        .ok_or_else(|| ApiError::bad_request(ErrorCode::InvalidPath, "missing customer"))?;
-    let body: IssueRequest = parse_json(&call.headers, &call.body)?;
-    let keys = keys(&ctx)?;
-    let view = apply(&ctx, move |state, changes, now| {
-        cards::order_physical(
-            state,
-            changes,
-            &keys,
-            &customer,
-            &scope,
-            &body.balance_id,
-            now,
-        )
-    })
-    .await?;
-    created(&view)
+    created(&issue_card(&ctx, &call, cards::order_physical).await?)
 }
 
 /// Lists a customer's cards (masked).
 pub async fn list(ctx: Arc<HttpContext>, call: Call) -> Result<HttpResponse, ApiError> {
-    let (customer, scope) = scope(&call)?;
-    let customer = customer
-        .ok_or_else(|| ApiError::bad_request(ErrorCode::InvalidPath, "missing customer"))?;
+    let (customer, scope) = named_customer(&call)?;
     let admin = matches!(call.who, Principal::Admin { .. });
-    let views = ctx
-        .engine
-        .inspect(move |state| {
-            crate::manage::customers::customer(state, &customer, scope.program.as_deref())
-                .map(|_| cards::list(state, &customer, admin))
-        })
-        .await
-        .map_err(|_| ApiError::from(crate::engine::ApplyError::Stopped))??;
+    let views = inspect(&ctx, move |state| {
+        crate::manage::customers::customer(state, &customer, scope.program.as_deref())
+            .map(|_| cards::list(state, &customer, admin))
+    })
+    .await?;
     ok(&serde_json::json!({ "items": views }))
 }
 
@@ -249,11 +263,10 @@ pub async fn list(ctx: Arc<HttpContext>, call: Call) -> Result<HttpResponse, Api
 pub async fn get_masked(ctx: Arc<HttpContext>, call: Call) -> Result<HttpResponse, ApiError> {
     let id = card_id(&call)?;
     let scope = scope_for(&call)?;
-    let view = ctx
-        .engine
-        .inspect(move |state| cards::card(state, &id, &scope).map(cards::view))
-        .await
-        .map_err(|_| ApiError::from(crate::engine::ApplyError::Stopped))??;
+    let view = inspect(&ctx, move |state| {
+        cards::card(state, &id, &scope).map(cards::view)
+    })
+    .await?;
     ok(&view)
 }
 
@@ -262,11 +275,10 @@ pub async fn full_data(ctx: Arc<HttpContext>, call: Call) -> Result<HttpResponse
     let id = card_id(&call)?;
     let scope = scope_for(&call)?;
     let keys = keys(&ctx)?;
-    let data = ctx
-        .engine
-        .inspect(move |state| cards::full_data(state, &keys, &id, &scope))
-        .await
-        .map_err(|_| ApiError::from(crate::engine::ApplyError::Stopped))??;
+    let data = inspect(&ctx, move |state| {
+        cards::full_data(state, &keys, &id, &scope)
+    })
+    .await?;
     ok(&data)
 }
 
