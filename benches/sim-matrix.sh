@@ -12,7 +12,9 @@
 # flags for `antaca serve`, e.g. --engine-batch-max 1), ECHO=0 to skip the
 # echo, DURABLE_ECHO=1 to run the durable echo too (every request's size
 # fdatasynced to a log before its answer: `sim --echo-server --echo-log`),
-# BIN (target/release/antaca), PORTFOLIO (fixtures/bench-portfolio.json).
+# BIN (target/release/antaca), SIM_BIN (the binary whose `sim` drives the
+# loads; BIN by default: set it to compare two engines under one client),
+# PORTFOLIO (fixtures/bench-portfolio.json).
 # Prints one line per run and a summary of the medians; nothing else may run
 # on the machine meanwhile.
 set -euo pipefail
@@ -22,6 +24,7 @@ shift
 loads=("$@")
 [ ${#loads[@]} -gt 0 ] || loads=(1x1 4x1 16x1 64x1 16x4 64x4 16x16 16x16@10000)
 bin=${BIN:-target/release/antaca}
+sim_bin=${SIM_BIN:-$bin}
 portfolio=${PORTFOLIO:-fixtures/bench-portfolio.json}
 runs=${RUNS:-3}
 duration=${DURATION:-5}
@@ -83,7 +86,7 @@ PY
 # echo_run LABEL ADDR REPORT: one protocol-only run of the current load
 # against an echo server, its report in REPORT.
 echo_run() {
-  "$bin" sim --iso "$2" --protocol-only --duration "$duration" \
+  "$sim_bin" sim --iso "$2" --protocol-only --duration "$duration" \
     --connections "$connections" --inflight "$inflight" --rate "$rate" \
     --json "$3" >/dev/null 2>&1
   summary "$1 $name run $run" "$3"
@@ -110,7 +113,7 @@ for load in "${loads[@]}"; do
     pids+=($serve)
     wait_port "$engine_addr"
     report="$out/rep-engine-$name-run$run.json"
-    "$bin" sim --iso "$engine_addr" --portfolio "$portfolio" --duration "$duration" \
+    "$sim_bin" sim --iso "$engine_addr" --portfolio "$portfolio" --duration "$duration" \
       --connections "$connections" --inflight "$inflight" --rate "$rate" \
       --json "$report" >"$data/sim.log" 2>&1 || { cat "$data/sim.log" >&2; }
     kill -TERM "$serve"

@@ -317,8 +317,9 @@ fn write_new(path: &Path, bytes: &[u8], private: bool) -> Result<(), CaError> {
     };
     match keyfile::write_new(path, bytes, access) {
         Ok(true) => Ok(()),
-        Ok(false) => Err(io_error(path)(std::io::Error::from(
-            std::io::ErrorKind::AlreadyExists,
+        // The OS's own words for it, as when the file was opened create-new.
+        Ok(false) => Err(io_error(path)(std::io::Error::from_raw_os_error(
+            libc::EEXIST,
         ))),
         Err(e) => Err(io_error(path)(e)),
     }

@@ -56,8 +56,34 @@ pub fn write_new(path: &Path, bytes: &[u8], access: Access) -> io::Result<bool> 
             Ok(true)
         }
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        // A file system without hard links: create the file in place instead
+        // (still never over an existing one, but a crash mid-write can leave
+        // it short, and a short key file then fails to load).
+        Err(e) if e.kind() == io::ErrorKind::Unsupported => write_in_place(path, bytes, access),
         Err(e) => Err(e),
     }
+}
+
+/// `write_new` where hard links are not available: create-new, write, fsync.
+fn write_in_place(path: &Path, bytes: &[u8], access: Access) -> io::Result<bool> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(access.mode());
+    }
+    #[cfg(not(unix))]
+    let _ = access;
+    let mut file = match options.open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    sync_dir(path);
+    Ok(true)
 }
 
 /// Replaces (or creates) `path` atomically: temporary file, then rename.

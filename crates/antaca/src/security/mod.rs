@@ -4,9 +4,10 @@
 //! wrapper for all of them (`secret`); key files written whole, private by
 //! default (`keyfile`).
 //!
-//! Owns: every place a clear PAN, CVV2 or PIN exists in memory, and the
-//! masking that keeps them out of logs. Must never touch: the store, a
-//! socket, a decision.
+//! Owns: how card secrets are hashed, sealed, checked, masked and wiped.
+//! (A clear PAN also passes through `iso8583::Message`, the vault's answer
+//! and `manage::cards::CardData`; ARCHITECTURE.md lists where.) Must never
+//! touch: the store, a socket, a decision.
 
 pub mod cvv;
 pub mod keyfile;

@@ -87,37 +87,59 @@ pub enum StoreError {
 /// What the operator can do about most failures.
 const CHECK_THE_DISK: &str = "check the disk and the data directory's permissions";
 
+impl StoreError {
+    /// The failure at the bottom of a chain of wrapped ones (what to advise on).
+    fn innermost(&self) -> &StoreError {
+        match self {
+            StoreError::CheckpointFailed(inner) | StoreError::LogUnusable(inner) => {
+                inner.innermost()
+            }
+            other => other,
+        }
+    }
+}
+
+/// What failed, without the "storage failed" prefix or advice, so that a
+/// wrapped failure reads once: "checkpoint failed: the checkpoint thread panicked".
+struct Reason<'a>(&'a StoreError);
+
+impl fmt::Display for Reason<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            StoreError::Io(e) => write!(f, "{e}"),
+            StoreError::SyncFailed(e) => write!(f, "fdatasync failed: {e}"),
+            StoreError::Sled(e) | StoreError::Locked(e) => write!(f, "{e}"),
+            StoreError::CheckpointFailed(inner) => {
+                write!(f, "checkpoint failed: {}", Reason(inner))
+            }
+            StoreError::LogUnusable(inner) => {
+                write!(f, "the write-ahead log is unusable: {}", Reason(inner))
+            }
+            StoreError::SyncStopped => f.write_str("the sync thread has stopped"),
+            StoreError::ThreadPanicked(thread) => write!(f, "the {thread} thread panicked"),
+            StoreError::Injected(what) => f.write_str(what),
+            StoreError::Corrupt(e) => f.write_str(e),
+        }
+    }
+}
+
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StoreError::Io(e) => write!(f, "storage failed: {e}; {CHECK_THE_DISK}"),
-            StoreError::Sled(e) => write!(f, "storage failed: {e}; {CHECK_THE_DISK}"),
-            StoreError::Locked(e) => write!(
+        let reason = Reason(self);
+        match (self, self.innermost()) {
+            (StoreError::Corrupt(_), _) => write!(
                 f,
-                "storage failed: {e}; another process (a running server?) has the data directory open: stop it first"
+                "stored data is unreadable: {reason}; run `antaca verify` on a copy"
             ),
-            StoreError::SyncFailed(e) => {
-                write!(f, "storage failed: fdatasync failed: {e}; {CHECK_THE_DISK}")
-            }
-            StoreError::CheckpointFailed(e) => {
-                write!(f, "storage failed: checkpoint failed: {e}; {CHECK_THE_DISK}")
-            }
-            StoreError::LogUnusable(e) => write!(
+            (_, StoreError::Locked(_)) => write!(
                 f,
-                "storage failed: the write-ahead log is unusable: {e}; {CHECK_THE_DISK}"
+                "storage failed: {reason}; another process (a running server?) has the data directory open: stop it first"
             ),
-            StoreError::SyncStopped => {
-                write!(f, "storage failed: the sync thread has stopped; {CHECK_THE_DISK}")
-            }
-            StoreError::ThreadPanicked(thread) => write!(
+            (_, StoreError::ThreadPanicked(_)) => write!(
                 f,
-                "storage failed: the {thread} thread panicked; restart the server and report the bug"
+                "storage failed: {reason}; restart the server and report the bug"
             ),
-            StoreError::Injected(what) => write!(f, "storage failed: {what}; {CHECK_THE_DISK}"),
-            StoreError::Corrupt(e) => write!(
-                f,
-                "stored data is unreadable: {e}; run `antaca verify` on a copy"
-            ),
+            _ => write!(f, "storage failed: {reason}; {CHECK_THE_DISK}"),
         }
     }
 }
@@ -266,5 +288,34 @@ pub mod keys {
         }
         k.extend_from_slice(&digits);
         k
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wrapped_failure_reads_once_with_the_advice_of_its_cause() {
+        let panicked =
+            StoreError::CheckpointFailed(Arc::new(StoreError::ThreadPanicked("checkpoint")));
+        assert_eq!(
+            panicked.to_string(),
+            "storage failed: checkpoint failed: the checkpoint thread panicked; restart the server and report the bug"
+        );
+        let io = std::io::Error::other("disk full");
+        let unusable = StoreError::LogUnusable(Arc::new(StoreError::Io(Arc::new(io))));
+        assert_eq!(
+            unusable.to_string(),
+            format!("storage failed: the write-ahead log is unusable: disk full; {CHECK_THE_DISK}")
+        );
+        let sync = StoreError::SyncFailed(Arc::new(std::io::Error::other("EIO")));
+        assert_eq!(
+            sync.to_string(),
+            format!("storage failed: fdatasync failed: EIO; {CHECK_THE_DISK}")
+        );
+        assert!(StoreError::Corrupt("bad record".into())
+            .to_string()
+            .starts_with("stored data is unreadable: bad record;"));
     }
 }
