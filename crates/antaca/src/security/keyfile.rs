@@ -66,16 +66,7 @@ pub fn write_new(path: &Path, bytes: &[u8], access: Access) -> io::Result<bool> 
 
 /// `write_new` where hard links are not available: create-new, write, fsync.
 fn write_in_place(path: &Path, bytes: &[u8], access: Access) -> io::Result<bool> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(access.mode());
-    }
-    #[cfg(not(unix))]
-    let _ = access;
-    let mut file = match options.open(path) {
+    let mut file = match create_new(path, access) {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
         Err(e) => return Err(e),
@@ -108,17 +99,8 @@ fn temp_path(path: &Path) -> PathBuf {
 /// Writes and fsyncs a new temporary file beside `path`; removed again on failure.
 fn write_temp(path: &Path, bytes: &[u8], access: Access) -> io::Result<PathBuf> {
     let tmp = temp_path(path);
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(access.mode());
-    }
-    #[cfg(not(unix))]
-    let _ = access;
     let result = (|| {
-        let mut file = options.open(&tmp)?;
+        let mut file = create_new(&tmp, access)?;
         file.write_all(bytes)?;
         file.sync_all()
     })();
@@ -129,6 +111,20 @@ fn write_temp(path: &Path, bytes: &[u8], access: Access) -> io::Result<PathBuf> 
             Err(e)
         }
     }
+}
+
+/// Opens a file that must not exist yet, with `access`'s permissions.
+fn create_new(path: &Path, access: Access) -> io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(access.mode());
+    }
+    #[cfg(not(unix))]
+    let _ = access;
+    options.open(path)
 }
 
 /// Makes the new directory entry durable. Best effort: some file systems
