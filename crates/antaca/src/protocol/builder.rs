@@ -85,7 +85,13 @@ impl<'a> RequestBuilder<'a> {
 
     #[inline]
     fn field(mut self, n: usize, value: impl Into<Bytes>) -> Self {
-        self.message.set(n, value);
+        // No field from `n` up present (the usual, ascending order): append,
+        // without `set`'s out-of-line search and insert.
+        if (2..=128).contains(&n) && self.message.presence() & ((1u128 << (129 - n)) - 1) == 0 {
+            self.message.push_ascending(n, value.into());
+        } else {
+            self.message.set(n, value);
+        }
         self
     }
 
