@@ -24,6 +24,7 @@ pub struct RequestBuilder<'a> {
 }
 
 /// `mti` written in its 1987 form (0100, 0200, 0220, 0400) as `dialect` sends it (1100, 1200, ...).
+#[inline]
 pub fn request_mti(dialect: Dialect, mti: &[u8; 4]) -> [u8; 4] {
     let mut out = *mti;
     if dialect == Dialect::Iso93 {
@@ -35,6 +36,7 @@ pub fn request_mti(dialect: Dialect, mti: &[u8; 4]) -> [u8; 4] {
 impl<'a> RequestBuilder<'a> {
     /// A request with MTI `mti` exactly as given, room for `capacity` fields,
     /// numbers cut from `digits`.
+    #[inline]
     pub fn new(
         dialect: Dialect,
         mti: [u8; 4],
@@ -68,61 +70,78 @@ impl<'a> RequestBuilder<'a> {
     }
 
     /// The message built.
+    #[inline]
     pub fn build(self) -> Message {
         self.message
     }
 
     /// `value` in decimal, zero-padded to at least `width` digits (as
     /// `{value:0width$}`), cut from the digits buffer.
+    #[inline]
     fn number(&mut self, value: u64, width: usize) -> Bytes {
         push_number(self.digits, value, width);
         self.digits.split().freeze()
     }
 
+    #[inline]
     fn field(mut self, n: usize, value: impl Into<Bytes>) -> Self {
-        self.message.set(n, value);
+        // No field from `n` up present (the usual, ascending order): append,
+        // without `set`'s out-of-line search and insert.
+        if (2..=128).contains(&n) && self.message.presence() & ((1u128 << (129 - n)) - 1) == 0 {
+            self.message.push_ascending(n, value.into());
+        } else {
+            self.message.set(n, value);
+        }
         self
     }
 
     /// Field 2: the card number. Holds the clear PAN: never print the message unmasked.
+    #[inline]
     pub fn pan(self, pan: impl Into<Bytes>) -> Self {
         self.field(2, pan)
     }
 
     /// Field 3: the processing code (see `classify::PURCHASE`, `REFUND`, `BALANCE_INQUIRY`).
+    #[inline]
     pub fn processing_code(self, code: impl Into<Bytes>) -> Self {
         self.field(3, code)
     }
 
     /// Field 4: the transaction amount in minor units, 12 digits.
+    #[inline]
     pub fn amount_minor(mut self, minor: u64) -> Self {
         let value = self.number(minor, 12);
         self.field(4, value)
     }
 
     /// Field 7: transmission date-time, MMDDhhmmss.
+    #[inline]
     pub fn transmission(self, mmddhhmmss: impl Into<Bytes>) -> Self {
         self.field(7, mmddhhmmss)
     }
 
     /// Field 11: the systems trace audit number, 6 digits.
+    #[inline]
     pub fn stan(mut self, stan: u32) -> Self {
         let value = self.number(u64::from(stan), 6);
         self.field(11, value)
     }
 
     /// Field 12 as given (hhmmss in 1987, YYMMDDhhmmss in 1993).
+    #[inline]
     pub fn local_time(self, value: impl Into<Bytes>) -> Self {
         self.field(12, value)
     }
 
     /// Field 13: local date, MMDD.
+    #[inline]
     pub fn local_date(self, mmdd: impl Into<Bytes>) -> Self {
         self.field(13, mmdd)
     }
 
     /// Fields 7, 12 and 13 of one moment, as slices of its YYMMDDhhmmss
     /// digits: field 12 is hhmmss in 1987 and the whole YYMMDDhhmmss in 1993.
+    #[inline]
     pub fn date_time(self, yymmddhhmmss: &Bytes) -> Self {
         debug_assert_eq!(yymmddhhmmss.len(), 12);
         let local = match self.dialect {
@@ -135,59 +154,70 @@ impl<'a> RequestBuilder<'a> {
     }
 
     /// Field 14: the expiry date the terminal read, YYMM.
+    #[inline]
     pub fn expiry(self, yymm: impl Into<Bytes>) -> Self {
         self.field(14, yymm)
     }
 
     /// Field 18: the merchant category code.
+    #[inline]
     pub fn mcc(self, mcc: impl Into<Bytes>) -> Self {
         self.field(18, mcc)
     }
 
     /// Field 22: the point-of-service entry mode.
+    #[inline]
     pub fn pos_entry_mode(self, mode: impl Into<Bytes>) -> Self {
         self.field(22, mode)
     }
 
     /// Field 32: the acquiring institution id.
+    #[inline]
     pub fn acquirer(self, acquirer: impl Into<Bytes>) -> Self {
         self.field(32, acquirer)
     }
 
     /// Field 37: the retrieval reference number, 12 digits.
+    #[inline]
     pub fn retrieval_reference(mut self, reference: u64) -> Self {
         let value = self.number(reference, 12);
         self.field(37, value)
     }
 
     /// Field 41: the terminal id.
+    #[inline]
     pub fn terminal(self, terminal: impl Into<Bytes>) -> Self {
         self.field(41, terminal)
     }
 
     /// Field 42: the card acceptor (merchant) id.
+    #[inline]
     pub fn merchant(self, merchant: impl Into<Bytes>) -> Self {
         self.field(42, merchant)
     }
 
     /// Field 49: the transaction currency, ISO 4217 numeric as 3 digits.
+    #[inline]
     pub fn currency(self, numeric: impl Into<Bytes>) -> Self {
         self.field(49, numeric)
     }
 
     /// Field 49 from the ISO 4217 numeric code.
+    #[inline]
     pub fn currency_numeric(mut self, numeric: u16) -> Self {
         let value = self.number(u64::from(numeric), 3);
         self.field(49, value)
     }
 
     /// Field 52: an encrypted PIN block (8 bytes).
+    #[inline]
     pub fn pin_block(self, block: impl Into<Bytes>) -> Self {
         self.field(52, block)
     }
 
     /// A field of TLV subelements, already encoded (see [`cvv2_subelement`]),
     /// in the field `location` names.
+    #[inline]
     pub fn subelements(self, location: &TlvLocation, encoded: impl Into<Bytes>) -> Self {
         self.field(location.field, encoded)
     }
@@ -254,6 +284,7 @@ impl<'a> RequestBuilder<'a> {
 }
 
 /// Appends `value` in decimal, zero-padded to at least `width` digits, to `out`.
+#[inline]
 fn push_number(out: &mut BytesMut, value: u64, width: usize) {
     let mut digits = [b'0'; 20];
     let mut rest = value;
