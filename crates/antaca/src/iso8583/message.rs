@@ -57,6 +57,7 @@ impl Message {
     }
 
     /// Creates an empty message with room for `capacity` fields.
+    #[inline]
     pub fn with_capacity(mti: [u8; 4], capacity: usize) -> Message {
         Message {
             mti,
@@ -75,6 +76,7 @@ impl Message {
     }
 
     /// The MTI as four ASCII digits, whatever the wire encoding.
+    #[inline]
     pub fn mti(&self) -> [u8; 4] {
         self.mti
     }
@@ -91,11 +93,13 @@ impl Message {
     }
 
     /// The logical value of field `n`, if present.
+    #[inline]
     pub fn get(&self, n: usize) -> Option<&[u8]> {
         self.get_bytes(n).map(std::convert::AsRef::as_ref)
     }
 
     /// The logical value of field `n` as shared `Bytes`, if present.
+    #[inline]
     pub fn get_bytes(&self, n: usize) -> Option<&Bytes> {
         if self.has(n) {
             self.values.get(self.index(n))
@@ -140,6 +144,7 @@ impl Message {
     }
 
     /// Whether field `n` is present.
+    #[inline]
     pub fn has(&self, n: usize) -> bool {
         (2..=MAX_FIELD).contains(&n) && self.present & bit(n) != 0
     }
