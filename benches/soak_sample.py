@@ -85,7 +85,15 @@ def dir_bytes(path):
     return apparent, allocated
 
 
-FIELDS = ["t_s", "phase", "rss_kb", "hwm_kb", "cpu_s", "data_bytes", "data_alloc_bytes"]
+FIELDS = ["t_s", "phase", "rss_kb", "hwm_kb", "cpu_s", "data_bytes", "data_alloc_bytes", "loadavg1"]
+
+
+def loadavg1():
+    try:
+        with open("/proc/loadavg") as f:
+            return f.read().split()[0]
+    except OSError:
+        return ""
 
 
 def sample(pid, data, out, phase, t0, max_seconds=86400.0, interval=1.0):
@@ -104,7 +112,7 @@ def sample(pid, data, out, phase, t0, max_seconds=86400.0, interval=1.0):
             apparent, allocated = dir_bytes(data)
             if rss is not None:
                 w.writerow([f"{time.time() - t0:.2f}", phase, rss, hwm,
-                            f"{cpu:.2f}" if cpu is not None else "", apparent, allocated])
+                            f"{cpu:.2f}" if cpu is not None else "", apparent, allocated, loadavg1()])
                 f.flush()
             next_tick += interval
             time.sleep(max(0.0, next_tick - time.monotonic()))
@@ -183,7 +191,7 @@ def num(v):
 
 def svg(path, samples, chunks):
     """RSS and data directory (MiB, left axis) and throughput (k/s, right) over time."""
-    W, H, L, R, T, B = 900, 420, 70, 70, 40, 50
+    W, H, L, R, T, B = 900, 440, 70, 70, 75, 50
     load = [s for s in samples if s["phase"] == "load"]
     restart = [s for s in samples if s["phase"] != "load"]
     xs = [float(s["t_s"]) for s in samples] + [float(c["end_s"]) for c in chunks]
@@ -233,9 +241,9 @@ def svg(path, samples, chunks):
     legend = [("#c0392b", "resident memory (MiB; dashed: after the restart)"),
               ("#2471a3", "data directory (MiB)"), ("#229954", "throughput per chunk (k/s)")]
     for i, (colour, label) in enumerate(legend):
-        y = T + 15 + 16 * i
-        out.append(f'<line x1="{L + 10}" y1="{y - 4}" x2="{L + 30}" y2="{y - 4}" stroke="{colour}" stroke-width="3"/>')
-        out.append(f'<text x="{L + 36}" y="{y}">{label}</text>')
+        x, y = L + 10 + 330 * (i % 2), 38 + 16 * (i // 2)
+        out.append(f'<line x1="{x}" y1="{y - 4}" x2="{x + 20}" y2="{y - 4}" stroke="{colour}" stroke-width="3"/>')
+        out.append(f'<text x="{x + 26}" y="{y}">{label}</text>')
     out.append("</svg>")
     with open(path, "w") as f:
         f.write("\n".join(o for o in out if o) + "\n")
@@ -275,6 +283,11 @@ def summary(out_dir, *pairs):
         "rss_max_kb": max_rss_kb,
         "rss_end_kb": int(load[-1]["rss_kb"]) if load else None,
         "rss_bytes_per_message": max_rss_kb * 1024 / server_messages if server_messages else None,
+        "rss_growth_bytes_per_message": (max_rss_kb - int(load[0]["rss_kb"])) * 1024 / server_messages
+        if server_messages else None,
+        "loadavg1_max": max((float(s["loadavg1"]) for s in load if s.get("loadavg1")), default=None),
+        "server_cpu_s_per_million_messages": float(load[-1]["cpu_s"]) / (server_messages / 1e6)
+        if server_messages and load and load[-1].get("cpu_s") else None,
         "data_bytes_end": end_bytes,
         "data_bytes_per_message": (end_bytes - start_bytes) / server_messages if server_messages else None,
     }
@@ -298,7 +311,10 @@ def summary(out_dir, *pairs):
           f"last/first {fmt(s['last_over_first'], digits=2)}; p99 first {fmt(s['first_chunk_p99_us'], ' ms', 1000, 2)}, "
           f"last {fmt(s['last_chunk_p99_us'], ' ms', 1000, 2)}, worst {fmt(s['max_p99_us'], ' ms', 1000, 2)}")
     print(f"memory          RSS {fmt(s['rss_start_kb'], ' MiB', 1024)} -> max {fmt(max_rss_kb, ' MiB', 1024)}, "
-          f"{fmt(s['rss_bytes_per_message'], ' bytes', digits=0)} per message")
+          f"{fmt(s['rss_bytes_per_message'], ' bytes', digits=0)} per message "
+          f"({fmt(s['rss_growth_bytes_per_message'], ' bytes', digits=0)} of growth); "
+          f"server CPU {fmt(s['server_cpu_s_per_million_messages'], ' s', digits=1)} per million; "
+          f"1-min load average up to {fmt(s['loadavg1_max'], digits=2)} (2 would be both cores busy)")
     print(f"disk            {fmt(end_bytes, ' MiB', 2**20)}, {fmt(s['data_bytes_per_message'], ' bytes', digits=0)} per message")
     print(f"stop            SIGTERM to exit {fmt(s.get('stop_s'), ' s', digits=2)} (exit code {s.get('stop_exit', '-')})")
     print(f"restart         listening after {fmt(s.get('restart_listen_s'), ' s', digits=2)} "
