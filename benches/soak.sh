@@ -41,7 +41,7 @@
 # `serve` runs), ISO_PORT (28620), HTTP_PORT (28621), DATA (the store's
 # directory; a fresh temporary one by default; it must not exist yet),
 # KEEP_DATA=1 to keep the store after the run (else it is removed; it grows
-# by about 0.7 KB per message today: 50 M messages need ~35 GB), and the
+# by about 0.62 KB per message today: 50 M messages need ~31 GB), and the
 # bounds: SIM_GRACE (120 s a sim run may take beyond CHUNK for its
 # inquiries and drain), START_TIMEOUT (60 s for the fresh store to listen),
 # RESTART_TIMEOUT (3600 s for the soaked store to listen), STOP_TIMEOUT
@@ -53,8 +53,8 @@
 # memory again (12 GiB after 11.5 M messages): the check runs after each
 # chunk, so one chunk's growth (~1.5 GiB at 30 s) can overshoot it.
 #
-# The issue's full target is at least 50 M messages at 64 x 8, i.e. hours:
-# TOTAL=36000 (10 h at today's ~45-90k/s) or more. Every loop is bounded by a
+# The issue's full target is at least 50 M messages at 64 x 8: TOTAL=900
+# at today's ~64,000/s (TOTAL=messages/rate; more for a slower engine). Every loop is bounded by a
 # count or a deadline, every process the script starts is killed on exit,
 # and all traffic goes to 127.0.0.1. Nothing else may run on the machine
 # meanwhile. Needs bash, python3 (standard library) and coreutils' timeout.
