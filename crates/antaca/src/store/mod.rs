@@ -3,9 +3,12 @@
 //! commits batches; it decides nothing.
 //!
 //! Owns: durability (the write-ahead log, group `fdatasync`, checkpoints into
-//! sled) and key encoding. Must never touch: a decision, a wire format, the
-//! engine; it imports nothing else of the crate.
+//! sled), key encoding and the content-addressed blob files of KYC documents
+//! (`blobs`, written outside the log). Must never touch: a decision, a wire
+//! format, the engine; it imports nothing else of the crate but
+//! `security::keyfile` (the whole-file writes of `blobs`).
 
+pub mod blobs;
 mod memory;
 mod sled_store;
 pub mod wal;
