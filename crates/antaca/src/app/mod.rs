@@ -363,6 +363,7 @@ fn http_context(
     http_context.card_keys = Some(crate::manage::cards::CardKeys::new(card_secrets));
     http_context.listeners = Some(listeners);
     http_context.metrics = metrics.cloned();
+    http_context.blobs = Some(crate::store::blobs::BlobStore::under(&options.data));
     http_context
 }
 

@@ -138,6 +138,9 @@ pub struct HttpContext {
     pub listeners: Option<Arc<Listeners>>,
     /// The process's Prometheus recorder, rendered at `/metrics` (`None`: `/metrics` is empty).
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// Where KYC documents' bytes are kept (`None`: uploads are refused as
+    /// storage unavailable).
+    pub blobs: Option<crate::store::blobs::BlobStore>,
 }
 
 impl HttpContext {
@@ -165,6 +168,7 @@ impl HttpContext {
             body_limit: config.body_limit,
             listeners: None,
             metrics: None,
+            blobs: None,
         }
     }
 }

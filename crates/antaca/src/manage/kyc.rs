@@ -49,7 +49,8 @@ pub enum KycMode {
     External,
 }
 
-/// A document's metadata (its bytes are the record `kycdoc/{user}/{id}`).
+/// A document's metadata (its bytes are the blob named by `sha256`, or, for
+/// documents stored by an older version, the record `kycdoc/{user}/{id}`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DocumentMeta {
@@ -111,7 +112,7 @@ pub fn kyc_key(user: &str) -> String {
     format!("kyc/{user}")
 }
 
-/// Record key of a KYC document's bytes.
+/// Record key of a KYC document's bytes as an older version stored them.
 pub fn document_key(user: &str, id: &str) -> String {
     format!("kycdoc/{user}/{id}")
 }
@@ -201,20 +202,23 @@ pub const DOCUMENT_MAX_BYTES: usize = 5 * 1024 * 1024;
 /// Most documents in one KYC case.
 pub const DOCUMENTS_PER_CASE_MAX: usize = 10;
 
-/// Adds a document to a customer's KYC case (creating a manual case if none).
-#[allow(clippy::too_many_arguments)]
-pub fn add_document(
-    state: &mut State,
-    changes: &mut Changes,
-    user_id: &str,
-    program: Option<&str>,
-    kind: &str,
-    content_type: &str,
-    bytes: &[u8],
-    uploaded_by: &str,
-    now: u64,
-) -> Result<DocumentMeta, ManageError> {
-    let user = customer(state, user_id, program)?.clone();
+/// Checks an upload before anything is stored, in this order: the kind, the
+/// content type, the size (1 byte to 5 MiB), the magic bytes. Pure: the HTTP
+/// plane runs it before it writes the blob, and [`add_document`] checks the
+/// metadata again on the writer.
+pub fn validate_document(kind: &str, content_type: &str, bytes: &[u8]) -> Result<(), ManageError> {
+    check_kind_and_type(kind, content_type)?;
+    check_size(bytes.len())?;
+    if !magic_matches(content_type, bytes) {
+        return Err(ManageError::invalid(
+            ErrorCode::InvalidDocument,
+            "the bytes are not of the declared content type",
+        ));
+    }
+    Ok(())
+}
+
+fn check_kind_and_type(kind: &str, content_type: &str) -> Result<(), ManageError> {
     if !valid_id(kind) {
         return Err(ManageError::invalid(
             ErrorCode::InvalidField,
@@ -227,16 +231,52 @@ pub fn add_document(
             "documents are image/jpeg, image/png or application/pdf",
         ));
     }
-    if bytes.is_empty() || bytes.len() > DOCUMENT_MAX_BYTES {
+    Ok(())
+}
+
+fn check_size(size: usize) -> Result<(), ManageError> {
+    if size == 0 || size > DOCUMENT_MAX_BYTES {
         return Err(ManageError::invalid(
             ErrorCode::InvalidDocumentSize,
             "a document is 1 byte to 5 MiB",
         ));
     }
-    if !magic_matches(content_type, bytes) {
+    Ok(())
+}
+
+/// An upload whose bytes are already stored as a blob: what the writer records.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DocumentUpload {
+    /// What it shows, e.g. `id_front`.
+    pub kind: String,
+    /// One of [`DOCUMENT_TYPES`].
+    pub content_type: String,
+    /// Size in bytes.
+    pub size: usize,
+    /// SHA-256 of the bytes, hex: the blob's name.
+    pub sha256: String,
+    /// `customer` or the administrator's login.
+    pub uploaded_by: String,
+}
+
+/// Adds a document's metadata to a customer's KYC case (creating a manual
+/// case if none). The bytes are not here: they were validated with
+/// [`validate_document`] and stored as the blob `upload.sha256` beforehand.
+pub fn add_document(
+    state: &mut State,
+    changes: &mut Changes,
+    user_id: &str,
+    program: Option<&str>,
+    upload: DocumentUpload,
+    now: u64,
+) -> Result<DocumentMeta, ManageError> {
+    let user = customer(state, user_id, program)?.clone();
+    check_kind_and_type(&upload.kind, &upload.content_type)?;
+    check_size(upload.size)?;
+    if !crate::store::blobs::is_digest(&upload.sha256) {
         return Err(ManageError::invalid(
             ErrorCode::InvalidDocument,
-            "the bytes are not of the declared content type",
+            "the document's digest is not a hex SHA-256",
         ));
     }
     let mut case: KycCase = state
@@ -254,32 +294,24 @@ pub fn add_document(
             format!("a KYC case holds at most {DOCUMENTS_PER_CASE_MAX} documents"),
         ));
     }
-    use sha2::Digest;
     let id = format!("doc_{}", changes.next_in_sequence(state, "document"));
     let meta = DocumentMeta {
-        id: id.clone(),
-        kind: kind.to_string(),
-        content_type: content_type.to_string(),
-        size: bytes.len(),
-        sha256: hex::encode(sha2::Sha256::digest(bytes)),
+        id,
+        kind: upload.kind,
+        content_type: upload.content_type,
+        size: upload.size,
+        sha256: upload.sha256,
         uploaded_ms: now,
-        uploaded_by: uploaded_by.to_string(),
+        uploaded_by: upload.uploaded_by,
     };
     case.documents.push(meta.clone());
     case.updated_ms = now;
-    changes.put_record(
-        state,
-        &document_key(user_id, &id),
-        &StoredDocument {
-            content_type: content_type.to_string(),
-            base64: base64_encode(bytes),
-        },
-    );
     changes.put_record(state, &kyc_key(user_id), &case);
     Ok(meta)
 }
 
-/// A document's bytes as stored.
+/// A document's bytes as an older version stored them, in the record
+/// `kycdoc/{user}/{id}` (still read; new documents are blobs).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StoredDocument {
     /// Content type.
@@ -288,19 +320,27 @@ pub struct StoredDocument {
     pub base64: String,
 }
 
-fn base64_encode(bytes: &[u8]) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.encode(bytes)
+/// Where a document's bytes are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DocumentBytes {
+    /// In an older version's record, already decoded.
+    Inline(Vec<u8>),
+    /// In the blob of this hex SHA-256, to be read (and checked) off the writer.
+    Blob(String),
 }
 
-/// The bytes of a stored document.
-pub fn document_bytes(state: &State, user_id: &str, id: &str) -> Option<(String, Vec<u8>)> {
+/// The content type of a stored document and where its bytes are.
+pub fn document_bytes(state: &State, user_id: &str, id: &str) -> Option<(String, DocumentBytes)> {
     use base64::Engine as _;
-    let stored: StoredDocument = state.record(&document_key(user_id, id))?;
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(stored.base64)
-        .ok()?;
-    Some((stored.content_type, bytes))
+    if let Some(stored) = state.record::<StoredDocument>(&document_key(user_id, id)) {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(stored.base64)
+            .ok()?;
+        return Some((stored.content_type, DocumentBytes::Inline(bytes)));
+    }
+    let case: KycCase = state.record(&kyc_key(user_id))?;
+    let meta = case.documents.into_iter().find(|d| d.id == id)?;
+    Some((meta.content_type, DocumentBytes::Blob(meta.sha256)))
 }
 
 /// Whether the first bytes are those of the content type (JPEG, PNG, PDF).
