@@ -94,15 +94,16 @@ fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(bytes))
 }
 
-/// Every file of the data directory outside `blobs/`.
-fn store_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+/// Every file under `dir` but the documents' `skip` (`DATA_DIR/blobs`; sled's
+/// own `sled/blobs` is searched).
+fn store_files(dir: &std::path::Path, skip: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
     for entry in std::fs::read_dir(dir).expect("read_dir").flatten() {
         let path = entry.path();
         if path.is_dir() {
-            if path.file_name().is_some_and(|n| n == "blobs") {
+            if path == skip {
                 continue;
             }
-            store_files(&path, out);
+            store_files(&path, skip, out);
         } else {
             out.push(path);
         }
@@ -164,7 +165,7 @@ fn a_document_is_a_private_blob_read_back_byte_identical_and_never_in_the_store(
     let raw = &document[4096..4096 + 64];
     let encoded = base64::engine::general_purpose::STANDARD.encode(&document[..3 * 1024]);
     let mut files = Vec::new();
-    store_files(server.dir.path(), &mut files);
+    store_files(server.dir.path(), &server.dir.path().join("blobs"), &mut files);
     assert!(!files.is_empty());
     for file in files {
         let bytes = std::fs::read(&file).expect("read");
