@@ -127,7 +127,12 @@ fn a_document_is_a_private_blob_read_back_byte_identical_and_never_in_the_store(
     let (server, auth) = server();
     let document = pdf(300 * 1024, 1);
     let uploaded = upload(&server, &auth, "passport", &document);
-    assert_eq!(uploaded.status, 201, "{}", String::from_utf8_lossy(&uploaded.body));
+    assert_eq!(
+        uploaded.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&uploaded.body)
+    );
     let meta = uploaded.json();
     assert_eq!(meta["sha256"], sha256_hex(&document));
     assert_eq!(meta["size"], document.len());
@@ -143,18 +148,14 @@ fn a_document_is_a_private_blob_read_back_byte_identical_and_never_in_the_store(
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = |p: &std::path::Path| {
-            std::fs::metadata(p).expect("meta").permissions().mode() & 0o777
-        };
+        let mode =
+            |p: &std::path::Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
         assert_eq!(mode(&blob), 0o600);
         assert_eq!(mode(&server.dir.path().join("blobs")), 0o700);
     }
     // No record holds the bytes (the old form was `kycdoc/...`, base64).
-    let records: usize = server.apply(|state, _, _| {
-        state
-            .records_under::<serde_json::Value>("kycdoc/")
-            .count()
-    });
+    let records: usize =
+        server.apply(|state, _, _| state.records_under::<serde_json::Value>("kycdoc/").count());
     assert_eq!(records, 0);
     // Nor does any file of the store: the log, sled, anything but `blobs/`.
     let mut server = server;
@@ -165,7 +166,11 @@ fn a_document_is_a_private_blob_read_back_byte_identical_and_never_in_the_store(
     let raw = &document[4096..4096 + 64];
     let encoded = base64::engine::general_purpose::STANDARD.encode(&document[..3 * 1024]);
     let mut files = Vec::new();
-    store_files(server.dir.path(), &server.dir.path().join("blobs"), &mut files);
+    store_files(
+        server.dir.path(),
+        &server.dir.path().join("blobs"),
+        &mut files,
+    );
     assert!(!files.is_empty());
     for file in files {
         let bytes = std::fs::read(&file).expect("read");
@@ -203,7 +208,10 @@ fn a_tampered_or_missing_blob_is_refused_on_read() {
         (503, "STORAGE_UNAVAILABLE".to_string())
     );
     // Uploading the same bytes again repairs the blob; both ids read.
-    assert_eq!(upload(&server, &auth, "id_front_again", &document).status, 201);
+    assert_eq!(
+        upload(&server, &auth, "id_front_again", &document).status,
+        201
+    );
     let served = download(&server, &auth, &id);
     assert_eq!(served.status, 200);
     assert!(served.body == document);
@@ -212,15 +220,24 @@ fn a_tampered_or_missing_blob_is_refused_on_read() {
         server.running().http_addr,
         "PUT",
         "/admin/kyc/doc-1/documents/x",
-        &[("Authorization", &auth), ("Content-Type", "application/pdf")],
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/pdf"),
+        ],
         b"not a pdf",
     );
-    assert_eq!((bad.status, bad.code()), (400, "INVALID_DOCUMENT".to_string()));
+    assert_eq!(
+        (bad.status, bad.code()),
+        (400, "INVALID_DOCUMENT".to_string())
+    );
     let unknown = http(
         server.running().http_addr,
         "PUT",
         "/admin/kyc/nobody/documents/x",
-        &[("Authorization", &auth), ("Content-Type", "application/pdf")],
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/pdf"),
+        ],
         b"not a pdf",
     );
     assert_eq!(
@@ -236,8 +253,8 @@ fn a_document_stored_by_an_older_version_as_a_base64_record_still_reads() {
     let document = pdf(2048, 3);
     let legacy = document.clone();
     server.apply(move |state, changes, now| {
-        use base64::Engine as _;
         use antaca::manage::kyc::{document_key, kyc_key, DocumentMeta, KycCase, StoredDocument};
+        use base64::Engine as _;
         let mut case: KycCase = state.record(&kyc_key("doc-1")).expect("case");
         case.documents.push(DocumentMeta {
             id: "doc_legacy".into(),
@@ -261,7 +278,10 @@ fn a_document_stored_by_an_older_version_as_a_base64_record_still_reads() {
     let served = download(&server, &auth, "doc_legacy");
     assert_eq!(served.status, 200);
     assert!(served.body == document);
-    assert_eq!(download(&server, &auth, "doc_nothing").code(), "DOCUMENT_NOT_FOUND");
+    assert_eq!(
+        download(&server, &auth, "doc_nothing").code(),
+        "DOCUMENT_NOT_FOUND"
+    );
 }
 
 #[test]
@@ -273,7 +293,12 @@ fn a_kyc_document_upload_does_not_delay_authorizations_in_the_same_second() {
     let document = pdf(4 * 1024 * 1024, 4);
     let before = log_bytes(&server);
     let uploaded = upload(&server, &auth, "passport", &document);
-    assert_eq!(uploaded.status, 201, "{}", String::from_utf8_lossy(&uploaded.body));
+    assert_eq!(
+        uploaded.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&uploaded.body)
+    );
     let grown = log_bytes(&server) - before;
     eprintln!("write-ahead log bytes for a 4 MiB document: {grown}");
     assert!(grown < 64 * 1024, "the log grew by {grown} bytes");
@@ -290,7 +315,10 @@ fn a_kyc_document_upload_does_not_delay_authorizations_in_the_same_second() {
                     addr,
                     "PUT",
                     &format!("/admin/kyc/doc-1/documents/page{i}"),
-                    &[("Authorization", &auth), ("Content-Type", "application/pdf")],
+                    &[
+                        ("Authorization", &auth),
+                        ("Content-Type", "application/pdf"),
+                    ],
                     &pdf(4 * 1024 * 1024, 10 + i),
                 )
                 .status

@@ -150,7 +150,13 @@ mod tests {
         assert!(matches!(blobs.get(&name), Err(BlobError::DigestMismatch)));
         blobs.put(b"\x89PNG\r\n\x1a\n data").expect("repair");
         assert!(blobs.get(&name).is_ok());
-        assert!(matches!(blobs.get(&digest(b"other")), Err(BlobError::Missing)));
-        assert!(matches!(blobs.get("../etc/passwd"), Err(BlobError::InvalidDigest)));
+        assert!(matches!(
+            blobs.get(&digest(b"other")),
+            Err(BlobError::Missing)
+        ));
+        assert!(matches!(
+            blobs.get("../etc/passwd"),
+            Err(BlobError::InvalidDigest)
+        ));
     }
 }
