@@ -193,6 +193,9 @@ struct ServeArgs {
     /// Seconds between looks at the outbox [default: 2].
     #[arg(long)]
     notify_interval_secs: Option<u64>,
+    /// Days a delivered notification is kept before it is deleted [default: 30].
+    #[arg(long)]
+    outbox_sent_retention_days: Option<u64>,
     /// eKYC provider endpoint (http://…); its key is read from ANTACA_EKYC_API_KEY and the
     /// callback secret from ANTACA_EKYC_CALLBACK_SECRET (or the configuration file).
     #[arg(long)]
@@ -254,6 +257,7 @@ impl ServeArgs {
             smtp_from,
             smtp_timeout_secs,
             notify_interval_secs,
+            outbox_sent_retention_days,
             ekyc_timeout_secs,
             log_filter
         );

@@ -61,20 +61,7 @@ async fn queue(handle: &EngineHandle, program: &str, now_ms: u64) -> u64 {
     handle
         .apply(move |state, changes, _| {
             let id = changes.next_in_sequence(state, "outbox");
-            let n = Notification {
-                id,
-                kind: "low_balance".into(),
-                program,
-                balance: "pc".into(),
-                currency: "EUR".into(),
-                available: "9.99".parse().expect("decimal"),
-                low_level: "10.00".parse().expect("decimal"),
-                created_ms: now_ms,
-                attempts: 0,
-                next_attempt_ms: now_ms,
-                delivered_ms: None,
-                last_error: None,
-            };
+            let n = notification(id, &program, now_ms);
             changes.put_record(state, &Notification::key(id), &n);
             id
         })
@@ -92,6 +79,60 @@ async fn outbox(handle: &EngineHandle) -> Vec<Notification> {
         })
         .await
         .expect("inspect")
+}
+
+/// The delivered notifications, `outbox-sent/`, in id order.
+async fn sent(handle: &EngineHandle) -> Vec<Notification> {
+    handle
+        .inspect(|state| {
+            state
+                .records_under::<Notification>(notify::OUTBOX_SENT_PREFIX)
+                .map(|(_, n)| n)
+                .collect()
+        })
+        .await
+        .expect("inspect")
+}
+
+/// A notification `id` as queued at `now_ms` (not stored).
+fn notification(id: u64, program: &str, now_ms: u64) -> Notification {
+    Notification {
+        id,
+        kind: "low_balance".into(),
+        program: program.into(),
+        balance: "pc".into(),
+        currency: "EUR".into(),
+        available: "9.99".parse().expect("decimal"),
+        low_level: "10.00".parse().expect("decimal"),
+        created_ms: now_ms,
+        attempts: 0,
+        next_attempt_ms: now_ms,
+        delivered_ms: None,
+        last_error: None,
+    }
+}
+
+/// Stores one record per `delivered_ms` under `key_of(id)`, ids from the sequence; returns the ids.
+async fn put_delivered(
+    handle: &EngineHandle,
+    delivered: Vec<u64>,
+    key_of: fn(u64) -> String,
+) -> Vec<u64> {
+    handle
+        .apply(move |state, changes, _| {
+            delivered
+                .into_iter()
+                .map(|at| {
+                    let id = changes.next_in_sequence(state, "outbox");
+                    let mut n = notification(id, "credit", at);
+                    n.delivered_ms = Some(at);
+                    changes.put_record(state, &key_of(id), &n);
+                    id
+                })
+                .collect()
+        })
+        .await
+        .expect("stored")
 }
 
 async fn set_emails(handle: &EngineHandle, program: &str, emails: &[&str]) {
@@ -148,7 +189,11 @@ async fn a_low_balance_is_mailed_once_to_the_partner() {
         assert!(!mail.data.contains(&pan(card)), "a PAN is in the mail");
     }
 
-    let delivered = outbox(&handle).await;
+    // Delivered: moved out of the outbox in the same change.
+    assert!(outbox(&handle).await.is_empty());
+    let delivered = sent(&handle).await;
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(delivered[0].id, queued[0].id);
     assert_eq!(delivered[0].delivered_ms, Some(t));
     assert_eq!(delivered[0].last_error, None);
     // Later passes find nothing due: delivered once.
@@ -173,6 +218,7 @@ async fn a_failing_relay_keeps_the_notification_and_backs_off_until_it_recovers(
     let n = &outbox(&handle).await[0];
     assert_eq!((n.id, n.attempts, n.delivered_ms), (id, 1, None));
     assert_eq!(n.next_attempt_ms, t + 5_000);
+    assert!(sent(&handle).await.is_empty(), "a failure stays in the outbox");
     let error = n.last_error.clone().expect("an error");
     assert!(error.contains("451"), "{error}");
 
@@ -198,7 +244,9 @@ async fn a_failing_relay_keeps_the_notification_and_backs_off_until_it_recovers(
     sink.set_mode(SmtpMode::Accept);
     let report = deliver_due(&handle, &sink.config(), t + 15_000).await;
     assert_eq!((report.delivered, report.failed), (1, 0));
-    let n = &outbox(&handle).await[0];
+    assert!(outbox(&handle).await.is_empty());
+    let n = &sent(&handle).await[0];
+    assert_eq!(n.id, id);
     assert_eq!(n.delivered_ms, Some(t + 15_000));
     assert_eq!(n.attempts, 2, "attempts count the failures");
     assert_eq!(n.last_error, None);
@@ -267,6 +315,8 @@ async fn without_a_recipient_the_notification_waits_for_one() {
     let report = deliver_due(&handle, &sink.config(), t + 15_000).await;
     assert_eq!(report.delivered, 1);
     assert_eq!(sink.mails()[0].to, vec!["ops@issuer.test".to_string()]);
+    assert!(outbox(&handle).await.is_empty());
+    assert_eq!(sent(&handle).await[0].delivered_ms, Some(t + 15_000));
     stop(handle, writer).await;
 }
 
@@ -303,8 +353,10 @@ async fn the_outbox_and_contacts_survive_a_restart() {
 
     // Delivered is durable too: no second mail after another restart.
     let (handle, writer) = start(store);
+    assert!(outbox(&handle).await.is_empty());
+    assert_eq!(sent(&handle).await[0].delivered_ms, Some(t + 5_000));
     let report = deliver_due(&handle, &sink.config(), t + 86_400_000).await;
-    assert_eq!(report.due, 0);
+    assert_eq!((report.due, report.moved), (0, 0));
     assert_eq!(sink.mails().len(), 1);
     stop(handle, writer).await;
 }
@@ -320,6 +372,7 @@ async fn the_notifier_task_delivers_and_stops_on_shutdown() {
         handle.clone(),
         sink.config(),
         Duration::from_millis(20),
+        notify::SENT_RETENTION_DEFAULT,
         shutdown.clone(),
     );
     let mails = sink.wait_for(1, Duration::from_secs(10)).await;
@@ -329,7 +382,126 @@ async fn the_notifier_task_delivers_and_stops_on_shutdown() {
         .await
         .expect("the notifier stops")
         .expect("no panic");
-    assert!(outbox(&handle).await[0].delivered_ms.is_some());
+    assert!(outbox(&handle).await.is_empty());
+    assert!(sent(&handle).await[0].delivered_ms.is_some());
+    stop(handle, writer).await;
+}
+
+#[tokio::test]
+async fn the_notifier_task_deletes_sent_notifications_past_their_retention() {
+    let sink = SmtpSink::start().await;
+    let (handle, writer) = start(MemoryStore::new());
+    set_emails(&handle, "credit", &[PARTNER]).await;
+    drive_pc_below_level(&handle).await;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    // No retention: deleted by the pass after (or the one that) delivered it.
+    let task = notify::spawn_notifier(
+        handle.clone(),
+        sink.config(),
+        Duration::from_millis(20),
+        Duration::ZERO,
+        shutdown.clone(),
+    );
+    assert_eq!(sink.wait_for(1, Duration::from_secs(10)).await.len(), 1);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !sent(&handle).await.is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "never deleted");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(outbox(&handle).await.is_empty());
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("the notifier stops")
+        .expect("no panic");
+    assert_eq!(sink.mails().len(), 1);
+    stop(handle, writer).await;
+}
+
+#[tokio::test]
+async fn a_delivered_record_left_in_the_outbox_by_an_older_store_is_moved_not_sent() {
+    let sink = SmtpSink::start().await;
+    let store = MemoryStore::new();
+    let (handle, writer) = start(store.clone());
+    set_emails(&handle, "credit", &[PARTNER]).await;
+    let t = now();
+    // As an older version left it: delivered, still under `outbox/`.
+    let old = put_delivered(&handle, vec![t - 60_000], Notification::key).await;
+    let fresh = queue(&handle, "credit", t).await;
+    assert_eq!(outbox(&handle).await.len(), 2);
+
+    let report = deliver_due(&handle, &sink.config(), t).await;
+    assert_eq!(
+        (report.moved, report.due, report.delivered),
+        (1, 1, 1),
+        "{report:?}"
+    );
+    assert_eq!(sink.mails().len(), 1, "the delivered one is not sent again");
+    assert!(sink.mails()[0].body().contains(&format!("notification {fresh}")));
+    assert!(outbox(&handle).await.is_empty());
+    let moved = sent(&handle).await;
+    let ids: Vec<u64> = moved.iter().map(|n| n.id).collect();
+    assert_eq!(ids, vec![old[0], fresh]);
+    assert_eq!(moved[0].delivered_ms, Some(t - 60_000), "moved as it was");
+    assert_eq!(moved[1].delivered_ms, Some(t));
+    stop(handle, writer).await;
+
+    // The move is durable: after a restart nothing is moved or sent again.
+    let (handle, writer) = start(store);
+    assert!(outbox(&handle).await.is_empty());
+    assert_eq!(sent(&handle).await.len(), 2);
+    let report = deliver_due(&handle, &sink.config(), t + 86_400_000).await;
+    assert_eq!((report.moved, report.due), (0, 0));
+    assert_eq!(sink.mails().len(), 1);
+    stop(handle, writer).await;
+}
+
+#[tokio::test]
+async fn retention_deletes_old_sent_notifications_oldest_first_and_bounded() {
+    const DAY: u64 = 86_400_000;
+    let store = MemoryStore::new();
+    let (handle, writer) = start(store.clone());
+    let retention = Duration::from_hours(30 * 24);
+    let t = now();
+    let old_count = notify::SENT_PRUNE_MAX + 5;
+    let mut delivered = vec![t - 31 * DAY; old_count];
+    // Exactly at the retention: old enough.
+    delivered.push(t - 30 * DAY);
+    // Two young ones, then an old one delivered late (after a long retry):
+    // the scan stops at the first young one, so it waits.
+    delivered.extend([t - 29 * DAY, t - DAY, t - 40 * DAY]);
+    let ids = put_delivered(&handle, delivered, Notification::sent_key).await;
+    let young = ids[old_count + 1..].to_vec();
+
+    let deleted = notify::prune_sent(&handle, retention, t)
+        .await
+        .expect("pruned");
+    assert_eq!(deleted, notify::SENT_PRUNE_MAX, "bounded per pass");
+    let left: Vec<u64> = sent(&handle).await.iter().map(|n| n.id).collect();
+    assert_eq!(left, ids[notify::SENT_PRUNE_MAX..], "oldest first");
+    stop(handle, writer).await;
+
+    // The deletions are durable; the next pass takes the rest of the old ones.
+    let (handle, writer) = start(store);
+    assert_eq!(sent(&handle).await.len(), ids.len() - notify::SENT_PRUNE_MAX);
+    let deleted = notify::prune_sent(&handle, retention, t)
+        .await
+        .expect("pruned");
+    assert_eq!(deleted, 6);
+    let left: Vec<u64> = sent(&handle).await.iter().map(|n| n.id).collect();
+    assert_eq!(left, young);
+    assert_eq!(
+        notify::prune_sent(&handle, retention, t).await.expect("pruned"),
+        0
+    );
+    // Once the young ones age, everything goes.
+    assert_eq!(
+        notify::prune_sent(&handle, retention, t + 29 * DAY)
+            .await
+            .expect("pruned"),
+        3
+    );
+    assert!(sent(&handle).await.is_empty());
     stop(handle, writer).await;
 }
 

@@ -81,6 +81,8 @@ pub struct Config {
     pub smtp_timeout_secs: u64,
     /// Seconds between looks at the outbox.
     pub notify_interval_secs: u64,
+    /// Days a delivered notification is kept (under `outbox-sent/`).
+    pub outbox_sent_retention_days: u64,
     /// eKYC provider endpoint.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ekyc_url: Option<String>,
@@ -141,6 +143,7 @@ impl Default for Config {
             smtp_from: "antaca@localhost".into(),
             smtp_timeout_secs: 30,
             notify_interval_secs: serve.notify_interval.as_secs(),
+            outbox_sent_retention_days: serve.outbox_sent_retention.as_secs() / (24 * 3600),
             ekyc_url: None,
             ekyc_callback_url: None,
             ekyc_api_key: None,
@@ -183,6 +186,7 @@ pub const KEYS: &[&str] = &[
     "smtp_from",
     "smtp_timeout_secs",
     "notify_interval_secs",
+    "outbox_sent_retention_days",
     "ekyc_url",
     "ekyc_callback_url",
     "ekyc_api_key",
@@ -369,6 +373,7 @@ impl Config {
                 None => None,
             },
             notify_interval: secs(positive("notify_interval_secs", self.notify_interval_secs)?),
+            outbox_sent_retention: secs(self.outbox_sent_retention_days.saturating_mul(24 * 3600)),
             zpk: None,
         })
     }

@@ -63,6 +63,8 @@ pub struct ServeOptions {
     pub smtp: Option<crate::integrations::notify::SmtpConfig>,
     /// How often the outbox is looked at.
     pub notify_interval: Duration,
+    /// How long a delivered notification is kept before the notifier deletes it.
+    pub outbox_sent_retention: Duration,
     /// The zone PIN key PIN blocks (field 52) arrive under; `None`: a message
     /// with a PIN block is declined as "PIN cannot be verified".
     pub zpk: Option<crate::security::pinblock::ZonePinKey>,
@@ -83,6 +85,7 @@ impl Default for ServeOptions {
             http: crate::http::HttpConfig::default(),
             smtp: None,
             notify_interval: Duration::from_secs(2),
+            outbox_sent_retention: crate::integrations::notify::SENT_RETENTION_DEFAULT,
             zpk: None,
         }
     }
@@ -206,6 +209,7 @@ pub fn start_with<S: Store>(
         engine: handle.clone(),
         smtp: options.smtp.clone(),
         notify_interval: options.notify_interval,
+        outbox_sent_retention: options.outbox_sent_retention,
         sweep_interval: options.sweep_interval,
         metrics,
         shutdown: shutdown.clone(),
@@ -380,6 +384,7 @@ struct Network {
     engine: EngineHandle,
     smtp: Option<crate::integrations::notify::SmtpConfig>,
     notify_interval: Duration,
+    outbox_sent_retention: Duration,
     sweep_interval: Duration,
     metrics: Option<&'static metrics_exporter_prometheus::PrometheusHandle>,
     shutdown: CancellationToken,
@@ -418,6 +423,7 @@ async fn run_network(network: Network) {
         engine: network_handle,
         smtp,
         notify_interval,
+        outbox_sent_retention,
         sweep_interval,
         metrics,
         shutdown: network_shutdown,
@@ -464,6 +470,7 @@ async fn run_network(network: Network) {
             network_handle.clone(),
             smtp,
             notify_interval,
+            outbox_sent_retention,
             network_shutdown.clone(),
         )
     });

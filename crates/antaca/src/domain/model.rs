@@ -332,7 +332,8 @@ pub struct Txn {
     pub orphan_of: Option<String>,
 }
 
-/// An e-mail to a partner, kept in the outbox (`outbox/{id:020}`) until delivered.
+/// An e-mail to a partner, kept in the outbox (`outbox/{id:020}`) until
+/// delivered, then under `outbox-sent/{id:020}` until its retention ends.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Notification {
     /// Id, increasing.
@@ -365,5 +366,10 @@ impl Notification {
     /// Its key in the management records.
     pub fn key(id: u64) -> String {
         format!("outbox/{id:020}")
+    }
+
+    /// Its key once delivered.
+    pub fn sent_key(id: u64) -> String {
+        format!("outbox-sent/{id:020}")
     }
 }

@@ -4,9 +4,17 @@
 //! The outbox lives in the engine's management records, so a notification
 //! survives restarts until it is delivered. One pass reads the due ones,
 //! sends each over its own SMTP conversation, and records the outcome through
-//! the writer: `delivered_ms` on success; on failure one more attempt, the
-//! error, and a later `next_attempt_ms` (exponential back-off). Nothing is
-//! ever dropped: a notification without a recipient waits for one.
+//! the writer: on success the record moves, in the same change, from
+//! `outbox/{id}` to `outbox-sent/{id}` with `delivered_ms` set, so the due scan
+//! only ever reads undelivered ones; on failure one more attempt, the error,
+//! and a later `next_attempt_ms` (exponential back-off). An undelivered
+//! notification is never dropped: one without a recipient waits for one.
+//! Delivered ones still under `outbox/` (a store written before
+//! `outbox-sent/`) are moved by the first pass, never sent again.
+//!
+//! Delivered notifications are kept for a retention (`outbox_sent_retention_days`);
+//! each notifier pass ([`prune_sent`]) deletes at most [`SENT_PRUNE_MAX`] older
+//! ones, oldest first, and stops at the first younger one.
 //!
 //! Delivery is at least once: a crash between the SMTP server's "250" and
 //! the durable record of it sends the mail again on the next pass.
@@ -29,6 +37,13 @@ pub const CONTACT_PREFIX: &str = "partner_contact/";
 pub const DEFAULT_CONTACT_KEY: &str = "partner_contact_default";
 /// Prefix of the outbox records.
 pub const OUTBOX_PREFIX: &str = "outbox/";
+/// Prefix of the delivered notifications, kept until their retention ends.
+pub const OUTBOX_SENT_PREFIX: &str = "outbox-sent/";
+/// Default time a delivered notification is kept.
+pub const SENT_RETENTION_DEFAULT: Duration = Duration::from_hours(30 * 24);
+/// Most delivered notifications one pass deletes (or, from an old store, moves
+/// out of `outbox/` in one writer change); the rest wait for the next pass or change.
+pub const SENT_PRUNE_MAX: usize = 1_000;
 /// Most addresses one program may list.
 pub const EMAILS_PER_PROGRAM_MAX: usize = 16;
 /// Most notifications one pass sends; the rest wait for the next pass.
@@ -216,6 +231,8 @@ pub struct DeliveryReport {
     pub failed: usize,
     /// Nobody to send to; retried later.
     pub no_recipient: usize,
+    /// Already delivered but still under `outbox/` (an older store): moved to `outbox-sent/`, not sent.
+    pub moved: usize,
     /// Why the pass ended early: the engine stopped or could not commit (the rest is retried).
     pub engine_error: Option<String>,
     /// The engine has stopped; no further pass can work.
@@ -341,44 +358,122 @@ fn record_outcome(
         Ok(()) => {
             n.delivered_ms = Some(now_ms);
             n.last_error = None;
+            changes.put_record(state, &Notification::sent_key(id), &n);
+            changes.delete_record(state, &key);
         }
         Err(error) => {
             n.attempts = n.attempts.saturating_add(1);
             n.last_error = Some(clip(error.clone()));
             let wait_ms = u64::try_from(backoff(n.attempts).as_millis()).unwrap_or(u64::MAX);
             n.next_attempt_ms = now_ms.saturating_add(wait_ms);
+            changes.put_record(state, &key, &n);
         }
     }
-    changes.put_record(state, &key, &n);
     true
+}
+
+/// Moves the listed notifications that are delivered from `outbox/` to
+/// `outbox-sent/` unchanged; returns how many moved.
+fn move_delivered(state: &mut State, changes: &mut Changes, ids: &[u64]) -> usize {
+    let mut moved = 0;
+    for &id in ids {
+        let key = Notification::key(id);
+        match state.record::<Notification>(&key) {
+            Some(n) if n.delivered_ms.is_some() => {
+                changes.put_record(state, &Notification::sent_key(id), &n);
+                changes.delete_record(state, &key);
+                moved += 1;
+            }
+            _ => {}
+        }
+    }
+    moved
+}
+
+/// Deletes at most [`SENT_PRUNE_MAX`] delivered notifications delivered at
+/// least `retention_ms` before `now_ms`, in key (id, so age) order, stopping
+/// at the first younger one; returns how many were deleted.
+fn delete_old_sent(state: &mut State, changes: &mut Changes, retention_ms: u64, now_ms: u64) -> usize {
+    let old: Vec<String> = state
+        .records_under::<Notification>(OUTBOX_SENT_PREFIX)
+        .take_while(|(_, n)| {
+            n.delivered_ms
+                .is_some_and(|delivered| delivered.saturating_add(retention_ms) <= now_ms)
+        })
+        .take(SENT_PRUNE_MAX)
+        .map(|(key, _)| key.to_string())
+        .collect();
+    for key in &old {
+        changes.delete_record(state, key);
+    }
+    old.len()
+}
+
+/// One retention pass: deletes at most [`SENT_PRUNE_MAX`] delivered
+/// notifications kept `retention` or longer, oldest first; returns how many.
+///
+/// Ids increase with time, so the scan of `outbox-sent/` meets the oldest
+/// first and stops at the first one still within its retention: a pass never
+/// reads the whole set. (A notification retried for long may be delivered
+/// after a later one; it then waits until that one is old enough too.)
+///
+/// # Errors
+/// The engine stopped or could not commit the change.
+pub async fn prune_sent(
+    engine: &EngineHandle,
+    retention: Duration,
+    now_ms: u64,
+) -> Result<usize, ApplyError> {
+    let retention_ms = u64::try_from(retention.as_millis()).unwrap_or(u64::MAX);
+    engine
+        .apply(move |state, changes, _| delete_old_sent(state, changes, retention_ms, now_ms))
+        .await
 }
 
 /// One pass: sends every due notification (at most [`PASS_NOTIFICATIONS_MAX`]) and records each outcome.
 pub async fn deliver_due(engine: &EngineHandle, smtp: &SmtpConfig, now_ms: u64) -> DeliveryReport {
     let mut report = DeliveryReport::default();
-    let due = engine
+    let scanned = engine
         .inspect(move |state| {
             let recipients = Recipients::load(state);
-            state
-                .records_under::<Notification>(OUTBOX_PREFIX)
-                .map(|(_, n)| n)
-                .filter(|n| n.delivered_ms.is_none() && n.next_attempt_ms <= now_ms)
-                .take(PASS_NOTIFICATIONS_MAX)
-                .map(|n| {
+            let mut due = Vec::new();
+            // Delivered records are under `outbox/` only in a store written
+            // before `outbox-sent/`: they are moved, never sent again.
+            let mut delivered = Vec::new();
+            for (_, n) in state.records_under::<Notification>(OUTBOX_PREFIX) {
+                if n.delivered_ms.is_some() {
+                    delivered.push(n.id);
+                } else if n.next_attempt_ms <= now_ms && due.len() < PASS_NOTIFICATIONS_MAX {
                     let to = recipients.for_program(&n.program);
-                    (n, to)
-                })
-                .collect::<Vec<_>>()
+                    due.push((n, to));
+                }
+            }
+            (due, delivered)
         })
         .await;
-    let due = match due {
-        Ok(due) => due,
+    let (due, delivered) = match scanned {
+        Ok(scanned) => scanned,
         Err(e) => {
             report.engine_error = Some(e.to_string());
             report.engine_stopped = true;
             return report;
         }
     };
+    for chunk in delivered.chunks(SENT_PRUNE_MAX) {
+        let ids = chunk.to_vec();
+        let moved = engine
+            .apply(move |state, changes, _| move_delivered(state, changes, &ids))
+            .await;
+        match moved {
+            Ok(moved) => report.moved += moved,
+            Err(e) => {
+                tracing::error!(error = %e, "could not move delivered notifications");
+                report.engine_stopped = matches!(e, ApplyError::Stopped);
+                report.engine_error = Some(e.to_string());
+                return report;
+            }
+        }
+    }
     report.due = due.len();
     for (n, to) in due {
         let outcome = if to.is_empty() {
@@ -410,11 +505,13 @@ pub async fn deliver_due(engine: &EngineHandle, smtp: &SmtpConfig, now_ms: u64) 
     report
 }
 
-/// Runs [`deliver_due`] every `interval` until `shutdown` is cancelled.
+/// Runs [`deliver_due`], then [`prune_sent`] with `sent_retention`, every
+/// `interval` until `shutdown` is cancelled.
 pub fn spawn_notifier(
     engine: EngineHandle,
     smtp: SmtpConfig,
     interval: Duration,
+    sent_retention: Duration,
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -425,17 +522,27 @@ pub fn spawn_notifier(
             // A pass is not cut short by shutdown: a mail that was sent is
             // recorded as delivered, so a restart does not send it again.
             let report = deliver_due(&engine, &smtp, crate::engine::now_ms()).await;
-            if report.delivered + report.failed + report.no_recipient > 0 {
+            if report.delivered + report.failed + report.no_recipient + report.moved > 0 {
                 tracing::info!(
                     delivered = report.delivered,
                     failed = report.failed,
                     no_recipient = report.no_recipient,
+                    moved = report.moved,
                     "notification pass"
                 );
             }
             if report.engine_stopped {
                 tracing::warn!("notifier stops: the engine has stopped");
                 return;
+            }
+            match prune_sent(&engine, sent_retention, crate::engine::now_ms()).await {
+                Ok(0) => {}
+                Ok(deleted) => tracing::info!(deleted, "delivered notifications past their retention deleted"),
+                Err(ApplyError::Stopped) => {
+                    tracing::warn!("notifier stops: the engine has stopped");
+                    return;
+                }
+                Err(e) => tracing::error!(error = %e, "could not delete old delivered notifications"),
             }
             tokio::select! {
                 () = tokio::time::sleep(interval) => {}
