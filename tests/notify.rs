@@ -218,7 +218,10 @@ async fn a_failing_relay_keeps_the_notification_and_backs_off_until_it_recovers(
     let n = &outbox(&handle).await[0];
     assert_eq!((n.id, n.attempts, n.delivered_ms), (id, 1, None));
     assert_eq!(n.next_attempt_ms, t + 5_000);
-    assert!(sent(&handle).await.is_empty(), "a failure stays in the outbox");
+    assert!(
+        sent(&handle).await.is_empty(),
+        "a failure stays in the outbox"
+    );
     let error = n.last_error.clone().expect("an error");
     assert!(error.contains("451"), "{error}");
 
@@ -437,7 +440,9 @@ async fn a_delivered_record_left_in_the_outbox_by_an_older_store_is_moved_not_se
         "{report:?}"
     );
     assert_eq!(sink.mails().len(), 1, "the delivered one is not sent again");
-    assert!(sink.mails()[0].body().contains(&format!("notification {fresh}")));
+    assert!(sink.mails()[0]
+        .body()
+        .contains(&format!("notification {fresh}")));
     assert!(outbox(&handle).await.is_empty());
     let moved = sent(&handle).await;
     let ids: Vec<u64> = moved.iter().map(|n| n.id).collect();
@@ -483,7 +488,10 @@ async fn retention_deletes_old_sent_notifications_oldest_first_and_bounded() {
 
     // The deletions are durable; the next pass takes the rest of the old ones.
     let (handle, writer) = start(store);
-    assert_eq!(sent(&handle).await.len(), ids.len() - notify::SENT_PRUNE_MAX);
+    assert_eq!(
+        sent(&handle).await.len(),
+        ids.len() - notify::SENT_PRUNE_MAX
+    );
     let deleted = notify::prune_sent(&handle, retention, t)
         .await
         .expect("pruned");
@@ -491,7 +499,9 @@ async fn retention_deletes_old_sent_notifications_oldest_first_and_bounded() {
     let left: Vec<u64> = sent(&handle).await.iter().map(|n| n.id).collect();
     assert_eq!(left, young);
     assert_eq!(
-        notify::prune_sent(&handle, retention, t).await.expect("pruned"),
+        notify::prune_sent(&handle, retention, t)
+            .await
+            .expect("pruned"),
         0
     );
     // Once the young ones age, everything goes.

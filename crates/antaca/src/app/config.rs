@@ -487,6 +487,27 @@ mod tests {
     }
 
     #[test]
+    fn outbox_sent_retention_defaults_to_30_days_and_is_set_in_days() {
+        let config = Config::resolve(None, no_env).expect("config");
+        assert_eq!(config.outbox_sent_retention_days, 30);
+        let options = config.to_serve_options().expect("options");
+        assert_eq!(options.outbox_sent_retention, Duration::from_hours(30 * 24));
+        assert_eq!(
+            options.outbox_sent_retention,
+            crate::integrations::notify::SENT_RETENTION_DEFAULT
+        );
+        let text = config.to_redacted_toml().expect("toml");
+        assert!(text.contains("outbox_sent_retention_days = 30"), "{text}");
+        let env =
+            |name: &str| (name == "ANTACA_OUTBOX_SENT_RETENTION_DAYS").then(|| "7".to_string());
+        let options = Config::resolve(Some(("f.toml", "outbox_sent_retention_days = 2\n")), env)
+            .expect("config")
+            .to_serve_options()
+            .expect("options");
+        assert_eq!(options.outbox_sent_retention, Duration::from_hours(7 * 24));
+    }
+
+    #[test]
     fn unknown_keys_and_bad_values_name_the_key() {
         let e =
             Config::resolve(Some(("f.toml", "max_frmae = 1\n")), no_env).expect_err("unknown key");

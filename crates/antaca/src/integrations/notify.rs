@@ -393,7 +393,12 @@ fn move_delivered(state: &mut State, changes: &mut Changes, ids: &[u64]) -> usiz
 /// Deletes at most [`SENT_PRUNE_MAX`] delivered notifications delivered at
 /// least `retention_ms` before `now_ms`, in key (id, so age) order, stopping
 /// at the first younger one; returns how many were deleted.
-fn delete_old_sent(state: &mut State, changes: &mut Changes, retention_ms: u64, now_ms: u64) -> usize {
+fn delete_old_sent(
+    state: &mut State,
+    changes: &mut Changes,
+    retention_ms: u64,
+    now_ms: u64,
+) -> usize {
     let old: Vec<String> = state
         .records_under::<Notification>(OUTBOX_SENT_PREFIX)
         .take_while(|(_, n)| {
@@ -537,12 +542,17 @@ pub fn spawn_notifier(
             }
             match prune_sent(&engine, sent_retention, crate::engine::now_ms()).await {
                 Ok(0) => {}
-                Ok(deleted) => tracing::info!(deleted, "delivered notifications past their retention deleted"),
+                Ok(deleted) => tracing::info!(
+                    deleted,
+                    "delivered notifications past their retention deleted"
+                ),
                 Err(ApplyError::Stopped) => {
                     tracing::warn!("notifier stops: the engine has stopped");
                     return;
                 }
-                Err(e) => tracing::error!(error = %e, "could not delete old delivered notifications"),
+                Err(e) => {
+                    tracing::error!(error = %e, "could not delete old delivered notifications")
+                }
             }
             tokio::select! {
                 () = tokio::time::sleep(interval) => {}
