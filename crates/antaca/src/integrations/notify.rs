@@ -551,7 +551,7 @@ pub fn spawn_notifier(
                     return;
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, "could not delete old delivered notifications")
+                    tracing::error!(error = %e, "could not delete old delivered notifications");
                 }
             }
             tokio::select! {
