@@ -543,32 +543,9 @@ fn serve(args: ServeArgs) -> Result<(), BoxError> {
     print!("{}", running.banner);
     use std::io::Write;
     let _ = std::io::stdout().flush();
-    wait_for_signal()?;
+    app::wait_for_signal()?;
     println!("stopping: answering requests in flight");
     running.stop();
     println!("stopped");
-    Ok(())
-}
-
-/// Blocks until SIGINT or SIGTERM.
-fn wait_for_signal() -> Result<(), BoxError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{signal, SignalKind};
-            let mut term = signal(SignalKind::terminate())?;
-            tokio::select! {
-                r = tokio::signal::ctrl_c() => r,
-                _ = term.recv() => Ok(()),
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            tokio::signal::ctrl_c().await
-        }
-    })?;
     Ok(())
 }

@@ -423,29 +423,7 @@ fn a_reload_is_seen_by_the_next_authorization_and_retries_move_nothing_twice() {
 fn manual_kyc_decision_creates_the_balance_automatically() {
     let server = server_with_admins();
     let addr = server.running().http_addr;
-    server.apply(|state, changes, now| {
-        antaca::manage::customers::create_customer(
-            state,
-            changes,
-            "eur",
-            antaca::manage::customers::NewCustomer {
-                id: Some("new-1".into()),
-                ..Default::default()
-            },
-            now,
-        )
-        .expect("customer");
-        antaca::manage::kyc::start_kyc(
-            state,
-            changes,
-            "new-1",
-            None,
-            antaca::manage::kyc::KycMode::Manual,
-            json!({"name": "Ada"}),
-            now,
-        )
-        .expect("kyc");
-    });
+    server.customer_in_manual_kyc("new-1");
     let emma = server.admin_token("emma", PASSWORD);
     let mark = server.admin_token("mark", PASSWORD);
     // The KYC list with a filter, and the detail.

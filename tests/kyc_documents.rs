@@ -8,7 +8,6 @@ mod common;
 
 use antaca::http::sessions::Role;
 use common::*;
-use serde_json::json;
 use std::sync::Mutex;
 
 const PASSWORD: &str = "correct horse battery";
@@ -27,29 +26,7 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 fn server() -> (TestServer, String) {
     let server = TestServer::start("iso87ascii");
     server.add_admin("mark", PASSWORD, Role::Manager);
-    server.apply(|state, changes, now| {
-        antaca::manage::customers::create_customer(
-            state,
-            changes,
-            "eur",
-            antaca::manage::customers::NewCustomer {
-                id: Some("doc-1".into()),
-                ..Default::default()
-            },
-            now,
-        )
-        .expect("customer");
-        antaca::manage::kyc::start_kyc(
-            state,
-            changes,
-            "doc-1",
-            None,
-            antaca::manage::kyc::KycMode::Manual,
-            json!({"name": "Ada"}),
-            now,
-        )
-        .expect("kyc");
-    });
+    server.customer_in_manual_kyc("doc-1");
     let token = server.admin_token("mark", PASSWORD);
     (server, format!("Bearer {token}"))
 }

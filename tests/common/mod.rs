@@ -436,6 +436,34 @@ impl TestServer {
             .expect("rt");
         runtime.block_on(engine.apply(f)).expect("apply")
     }
+
+    /// Creates customer `id` in program `eur` with a manual KYC case in progress.
+    pub fn customer_in_manual_kyc(&self, id: &str) {
+        let id = id.to_string();
+        self.apply(move |state, changes, now| {
+            antaca::manage::customers::create_customer(
+                state,
+                changes,
+                "eur",
+                antaca::manage::customers::NewCustomer {
+                    id: Some(id.clone()),
+                    ..Default::default()
+                },
+                now,
+            )
+            .expect("customer");
+            antaca::manage::kyc::start_kyc(
+                state,
+                changes,
+                &id,
+                None,
+                antaca::manage::kyc::KycMode::Manual,
+                serde_json::json!({"name": "Ada"}),
+                now,
+            )
+            .expect("kyc");
+        });
+    }
 }
 
 /// The zone PIN key of the PIN tests (double length, odd parity).

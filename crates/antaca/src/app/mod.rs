@@ -586,3 +586,26 @@ pub fn describe_cards(state: &crate::engine::state::State) -> String {
 pub fn parse_length_header(s: &str) -> Result<LengthHeader, String> {
     s.parse::<LengthHeader>().map_err(|e| e.clone())
 }
+
+/// Blocks until SIGINT or SIGTERM (the `antaca` command and the echo server stop on it).
+pub fn wait_for_signal() -> Result<(), BoxError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let mut term = signal(SignalKind::terminate())?;
+            tokio::select! {
+                r = tokio::signal::ctrl_c() => r,
+                _ = term.recv() => Ok(()),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            tokio::signal::ctrl_c().await
+        }
+    })?;
+    Ok(())
+}
