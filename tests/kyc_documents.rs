@@ -324,3 +324,44 @@ fn a_kyc_document_upload_does_not_delay_authorizations_in_the_same_second() {
 fn auth_msg(card: &str, stan: u32) -> antaca::iso8583::Message {
     auth(card, 100, stan)
 }
+
+#[test]
+fn a_refused_upload_leaves_no_file_behind() {
+    let _turn = serial();
+    let (server, auth) = server();
+    let blobs = server.dir.path().join("blobs");
+    let count = || std::fs::read_dir(&blobs).map_or(0, Iterator::count);
+    for i in 0..10 {
+        let reply = upload(&server, &auth, "page", &pdf(1024, 100 + i));
+        assert_eq!(
+            reply.status,
+            201,
+            "{}",
+            String::from_utf8_lossy(&reply.body)
+        );
+    }
+    assert_eq!(count(), 10);
+    // The case is full: the eleventh is refused before its bytes reach the disk.
+    let full = upload(&server, &auth, "page", &pdf(64 * 1024, 200));
+    assert_eq!(
+        (full.status, full.code()),
+        (409, "TOO_MANY_DOCUMENTS".to_string())
+    );
+    assert_eq!(count(), 10, "a refused upload left a file");
+    // An unknown customer with a valid document: 404, and no file either.
+    let unknown = http(
+        server.running().http_addr,
+        "PUT",
+        "/admin/kyc/nobody/documents/page",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/pdf"),
+        ],
+        &pdf(1024, 201),
+    );
+    assert_eq!(
+        (unknown.status, unknown.code()),
+        (404, "CUSTOMER_NOT_FOUND".to_string())
+    );
+    assert_eq!(count(), 10, "an upload for nobody left a file");
+}

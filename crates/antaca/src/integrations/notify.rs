@@ -419,8 +419,9 @@ fn delete_old_sent(
 ///
 /// Ids increase with time, so the scan of `outbox-sent/` meets the oldest
 /// first and stops at the first one still within its retention: a pass never
-/// reads the whole set. (A notification retried for long may be delivered
-/// after a later one; it then waits until that one is old enough too.)
+/// reads the whole set. "Oldest" is by id: a notification retried for long
+/// and delivered after later ones holds back their pruning until its own
+/// retention ends too (a delay, bounded by the retention, not a leak).
 ///
 /// # Errors
 /// The engine stopped or could not commit the change.

@@ -259,6 +259,40 @@ pub struct DocumentUpload {
     pub uploaded_by: String,
 }
 
+/// Whether customer `user_id` (in `program`) could take one more document
+/// now: the same checks, in the same order, as [`add_document`] makes on the
+/// writer. The HTTP plane asks this before it writes a blob, so that a
+/// refused upload leaves no file behind.
+pub fn can_add_document(
+    state: &State,
+    user_id: &str,
+    program: Option<&str>,
+) -> Result<(), ManageError> {
+    let user = customer(state, user_id, program)?;
+    case_taking_documents(state, user, 0).map(|_| ())
+}
+
+/// The customer's KYC case (a new manual one if none), if it may take
+/// another document: not accepted, fewer than [`DOCUMENTS_PER_CASE_MAX`].
+fn case_taking_documents(state: &State, user: &User, now: u64) -> Result<KycCase, ManageError> {
+    let case: KycCase = state
+        .record(&kyc_key(&user.id))
+        .unwrap_or_else(|| new_case(user, KycMode::Manual, KycStatus::None, now));
+    if case.status == KycStatus::Accepted {
+        return Err(ManageError::conflict(
+            ErrorCode::KycAlreadyAccepted,
+            "the customer's KYC is already accepted",
+        ));
+    }
+    if case.documents.len() >= DOCUMENTS_PER_CASE_MAX {
+        return Err(ManageError::conflict(
+            ErrorCode::TooManyDocuments,
+            format!("a KYC case holds at most {DOCUMENTS_PER_CASE_MAX} documents"),
+        ));
+    }
+    Ok(case)
+}
+
 /// Adds a document's metadata to a customer's KYC case (creating a manual
 /// case if none). The bytes are not here: they were validated with
 /// [`validate_document`] and stored as the blob `upload.sha256` beforehand.
@@ -279,21 +313,7 @@ pub fn add_document(
             "the document's digest is not a hex SHA-256",
         ));
     }
-    let mut case: KycCase = state
-        .record(&kyc_key(user_id))
-        .unwrap_or_else(|| new_case(&user, KycMode::Manual, KycStatus::None, now));
-    if case.status == KycStatus::Accepted {
-        return Err(ManageError::conflict(
-            ErrorCode::KycAlreadyAccepted,
-            "the customer's KYC is already accepted",
-        ));
-    }
-    if case.documents.len() >= DOCUMENTS_PER_CASE_MAX {
-        return Err(ManageError::conflict(
-            ErrorCode::TooManyDocuments,
-            format!("a KYC case holds at most {DOCUMENTS_PER_CASE_MAX} documents"),
-        ));
-    }
+    let mut case = case_taking_documents(state, &user, now)?;
     let id = format!("doc_{}", changes.next_in_sequence(state, "document"));
     let meta = DocumentMeta {
         id,

@@ -39,7 +39,10 @@ pub fn create_private_dir(dir: &Path) -> io::Result<()> {
         use std::os::unix::fs::DirBuilderExt;
         builder.mode(0o700);
     }
-    builder.create(dir)
+    builder.create(dir)?;
+    // The new directory's own entry is durable only once its parent is synced.
+    sync_dir(dir);
+    Ok(())
 }
 
 /// Writes a complete file at `path` unless one exists already: `Ok(false)`
@@ -127,9 +130,9 @@ fn create_new(path: &Path, access: Access) -> io::Result<std::fs::File> {
     options.open(path)
 }
 
-/// Makes the new directory entry durable. Best effort: some file systems
+/// Makes the directory entry of `path` durable (fsyncs its parent). Best effort: some file systems
 /// cannot open or sync a directory, and the file itself is already synced.
-fn sync_dir(path: &Path) {
+pub fn sync_dir(path: &Path) {
     if let Some(dir) = path.parent() {
         if let Ok(d) = std::fs::File::open(dir) {
             let _ = d.sync_all();

@@ -6,9 +6,9 @@
 //! directory fsync), so a reader sees all of a blob or none of it.
 //!
 //! Owns: those files. Must never touch: what a blob is for or who may read it
-//! (that is `manage`), HTTP, the engine. A blob nobody references (an upload
-//! the writer then refused) stays on disk; it is harmless and found again by
-//! the same bytes.
+//! (that is `manage`), HTTP, the engine. A blob nobody references (one of
+//! two uploads that raced for a case's last free place) stays on disk until
+//! the same bytes are uploaded again; nothing sweeps it yet.
 
 use crate::security::keyfile::{self, Access};
 use sha2::Digest;
@@ -91,7 +91,9 @@ impl BlobStore {
         let path = self.path_of(&name);
         if !keyfile::write_new(&path, bytes, Access::Private).map_err(BlobError::Io)? {
             match self.get(&name) {
-                Ok(_) => {}
+                // Another upload of the same bytes may not have synced the
+                // directory yet: sync it before the metadata can refer to it.
+                Ok(_) => keyfile::sync_dir(&path),
                 Err(BlobError::DigestMismatch | BlobError::Missing) => {
                     keyfile::replace(&path, bytes, Access::Private).map_err(BlobError::Io)?;
                 }

@@ -103,9 +103,18 @@ pub(super) async fn upload_document(
         .await?;
         return Err(invalid.into());
     }
+    // Refuse before any byte reaches the disk: a customer whose case is
+    // accepted or full must not be able to leave files behind.
+    {
+        let (user, program) = (user.clone(), program.clone());
+        inspect(&ctx, move |state| {
+            manage::kyc::can_add_document(state, &user, program.as_deref())
+        })
+        .await?;
+    }
     // The bytes go to their blob here, off the writer; the writer records
-    // only the metadata. If it then refuses (no such customer, ten documents
-    // already), the blob stays unreferenced: harmless, see `store::blobs`.
+    // only the metadata and checks again. Only a race with another upload
+    // (the case filling up in between) can leave an unreferenced blob.
     let blobs = ctx.blobs.clone().ok_or_else(document_storage_error)?;
     let size = body.len();
     let sha256 = tokio::task::spawn_blocking(move || blobs.put(&body))
