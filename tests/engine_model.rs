@@ -33,19 +33,16 @@
 
 mod common;
 
-use antaca::domain::calendar::date_of_ms;
 use antaca::domain::outcome::Dialect;
 use antaca::engine::state::Changes;
 use antaca::engine::{Engine, EngineConfig};
-use antaca::iso8583::{Message, TlvLocation};
+use antaca::iso8583::Message;
 use antaca::manage::cards::Scope;
 use antaca::manage::portfolio::{self, Portfolio};
-use antaca::protocol::builder::RequestBuilder;
 use antaca::protocol::{self, AuthResponse, Profile};
 use antaca::security::secrets::CardSecrets;
 use antaca::store::SledStore;
-use bytes::BytesMut;
-use common::{fixture, original_data, pan, Decimal};
+use common::{file_update_at, fixture, original_data, pan, request_at, transmission_at, Decimal};
 use proptest::prelude::*;
 use std::path::Path;
 use std::time::Duration;
@@ -186,60 +183,18 @@ fn books<S: antaca::store::Store>(engine: &Engine<S>) -> Books {
     (balances, state.next_txn, state.next_journal)
 }
 
-/// MMDDhhmmss of `ms`.
-fn transmission(ms: u64) -> String {
-    let date = date_of_ms(ms);
-    let s = (ms / 1000) % 86_400;
-    format!(
-        "{:02}{:02}{:02}{:02}{:02}",
-        date.month,
-        date.day,
-        s / 3600,
-        (s / 60) % 60,
-        s % 60
-    )
-}
-
 /// A request with the fields an acquirer sends, at simulated time `now`.
 fn request(mti: &str, pan: &str, processing: &str, minor: u64, stan: u32, now: u64) -> Message {
-    let mti: [u8; 4] = mti.as_bytes().try_into().expect("mti");
-    let transmission = transmission(now);
-    let mut digits = BytesMut::new();
-    RequestBuilder::new(Dialect::Iso87, mti, 16, &mut digits)
-        .pan(pan.to_string())
-        .processing_code(processing.to_string())
-        .amount_minor(minor)
-        .transmission(transmission.clone())
-        .stan(stan)
-        .local_time(transmission[4..10].to_string())
-        .local_date(transmission[0..4].to_string())
-        .mcc("5411")
-        .pos_entry_mode("051")
-        .acquirer("123456")
-        .retrieval_reference(u64::from(stan))
-        .terminal("TERM0001")
-        .merchant("MERCHANT0000001")
-        .currency("978")
-        .build()
+    request_at(mti, pan, processing, minor, stan, &transmission_at(now))
 }
 
 fn file_update(pan: &str, add: bool, reason: u8, stan: u32, now: u64) -> Message {
-    let mut digits = BytesMut::new();
-    let mut m = RequestBuilder::new(Dialect::Iso87, *b"0302", 8, &mut digits)
-        .pan(pan.to_string())
-        .transmission(transmission(now))
-        .stan(stan)
-        .acquirer("123456")
-        .file_update_code(if add { "1" } else { "3" })
-        .file_name("EXCEPTIONFILE");
-    if add {
-        let location = TlvLocation {
-            field: 48,
-            tag: "90".into(),
-        };
-        m = m.lock_reason(&location, reason);
-    }
-    m.build()
+    let (code, reason) = if add {
+        ("1", Some(reason))
+    } else {
+        ("3", None)
+    };
+    file_update_at("0302", pan, code, reason, stan, &transmission_at(now))
 }
 
 fn pick<T>(items: &[T], i: usize) -> Option<&T> {

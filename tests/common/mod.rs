@@ -197,12 +197,17 @@ impl Client {
 
 /// Current UTC MMDDhhmmss (field 7).
 pub fn transmission_now() -> String {
-    let secs = std::time::SystemTime::now()
+    let ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
-        .as_secs();
-    let date = antaca::domain::calendar::date_of_ms(secs * 1000);
-    let s = secs % 86_400;
+        .as_millis();
+    transmission_at(u64::try_from(ms).expect("ms"))
+}
+
+/// UTC MMDDhhmmss (field 7) of `ms` since the epoch.
+pub fn transmission_at(ms: u64) -> String {
+    let date = antaca::domain::calendar::date_of_ms(ms);
+    let s = (ms / 1000) % 86_400;
     format!(
         "{:02}{:02}{:02}{:02}{:02}",
         date.month,
@@ -215,8 +220,27 @@ pub fn transmission_now() -> String {
 
 /// A request with the fields an acquirer sends: 2, 3, 4, 7, 11, 12, 13, 18, 22, 32, 37, 41, 42, 49.
 pub fn request(mti: &str, pan: &str, processing: &str, amount_minor: u64, stan: u32) -> Message {
+    request_at(
+        mti,
+        pan,
+        processing,
+        amount_minor,
+        stan,
+        &transmission_now(),
+    )
+}
+
+/// [`request`] sent at `transmission` (MMDDhhmmss, field 7; 12 and 13 follow from it).
+pub fn request_at(
+    mti: &str,
+    pan: &str,
+    processing: &str,
+    amount_minor: u64,
+    stan: u32,
+    transmission: &str,
+) -> Message {
     let mti: [u8; 4] = mti.as_bytes().try_into().expect("mti");
-    let transmission = transmission_now();
+    let transmission = transmission.to_string();
     let mut digits = BytesMut::new();
     // Field 12 is hhmmss whatever the dialect, as the tests always sent it.
     RequestBuilder::new(Dialect::Iso87, mti, 16, &mut digits)
@@ -486,11 +510,23 @@ pub fn pin_block(pin: &str, pan: &str) -> Bytes {
 /// A file update request (0302, or 1302 when `mti` says so): field 91 `code`,
 /// field 101 file name, lock `reason` in field 48 tag 90 when given.
 pub fn file_update(mti: &str, pan: &str, code: &str, reason: Option<u8>, stan: u32) -> Message {
+    file_update_at(mti, pan, code, reason, stan, &transmission_now())
+}
+
+/// [`file_update`] sent at `transmission` (MMDDhhmmss, field 7).
+pub fn file_update_at(
+    mti: &str,
+    pan: &str,
+    code: &str,
+    reason: Option<u8>,
+    stan: u32,
+    transmission: &str,
+) -> Message {
     let mti: [u8; 4] = mti.as_bytes().try_into().expect("mti");
     let mut digits = BytesMut::new();
     let mut m = RequestBuilder::new(Dialect::Iso87, mti, 8, &mut digits)
         .pan(pan.to_string())
-        .transmission(transmission_now())
+        .transmission(transmission.to_string())
         .stan(stan)
         .acquirer("123456")
         .file_update_code(code.to_string())
