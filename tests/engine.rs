@@ -459,6 +459,15 @@ impl Store for Gated {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, antaca::store::StoreError> {
         self.inner.get(key)
     }
+    fn range(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        reverse: bool,
+        limit: usize,
+    ) -> Result<Vec<antaca::store::Pair>, antaca::store::StoreError> {
+        self.inner.range(start, end, reverse, limit)
+    }
     fn commit(
         &mut self,
         batch: antaca::store::WriteBatch,

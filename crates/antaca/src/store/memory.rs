@@ -48,6 +48,26 @@ impl Store for MemoryStore {
         Ok(data.get(key).cloned())
     }
 
+    fn range(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        reverse: bool,
+        limit: usize,
+    ) -> Result<Vec<Pair>, StoreError> {
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        let data = self.data.lock().unwrap_or_else(PoisonError::into_inner);
+        let range = data.range(start.to_vec()..end.to_vec());
+        let pair = |(k, v): (&Vec<u8>, &Vec<u8>)| (k.clone(), v.clone());
+        Ok(if reverse {
+            range.rev().take(limit).map(pair).collect()
+        } else {
+            range.take(limit).map(pair).collect()
+        })
+    }
+
     fn commit(&mut self, batch: WriteBatch) -> Result<(), StoreError> {
         self.revert(batch)?;
         if self.fail_commits.load(Ordering::SeqCst) {

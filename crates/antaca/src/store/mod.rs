@@ -188,8 +188,19 @@ pub type Refused = (StoreError, Box<dyn OnDurable>);
 pub trait Store: Send + 'static {
     /// Every key-value pair whose key starts with `prefix`, in key order.
     fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<Pair>, StoreError>;
-    /// One value.
+    /// One value, as of every batch committed so far (durable yet or not):
+    /// the writer reads its own writes. It must not wait for a checkpoint.
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// The pairs with `start <= key < end`, in key order (or from the end
+    /// when `reverse`), at most `limit` of them, as of every batch committed
+    /// so far, like [`Store::get`].
+    fn range(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        reverse: bool,
+        limit: usize,
+    ) -> Result<Vec<Pair>, StoreError>;
     /// Applies the batch atomically and returns only once it is on disk.
     /// On an error the batch may still have been applied (sled applies, then
     /// flushes): the caller puts the old values back with [`Store::revert`].

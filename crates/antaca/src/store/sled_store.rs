@@ -286,6 +286,44 @@ impl Store for SledStore {
         Ok(self.db.get(key)?.map(|v| v.to_vec()))
     }
 
+    fn range(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        reverse: bool,
+        limit: usize,
+    ) -> Result<Vec<Pair>, StoreError> {
+        // Interim: correct but waits for the checkpoint (the overlay of
+        // unchecked-pointed writes replaces it).
+        self.checkpoint_now()?;
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        let iter = self.db.range(start..end);
+        let mut out = Vec::new();
+        let mut push = |item: sled::Result<(sled::IVec, sled::IVec)>| -> Result<bool, StoreError> {
+            let (k, v) = item?;
+            if !k.starts_with(super::keys::CHUNK) {
+                out.push((k.to_vec(), v.to_vec()));
+            }
+            Ok(out.len() < limit)
+        };
+        if reverse {
+            for item in iter.rev() {
+                if !push(item)? {
+                    break;
+                }
+            }
+        } else {
+            for item in iter {
+                if !push(item)? {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
     fn commit(&mut self, batch: WriteBatch) -> Result<(), StoreError> {
         self.log(batch.ops)
     }
