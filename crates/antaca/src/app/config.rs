@@ -350,6 +350,7 @@ impl Config {
                 hold_expiry: secs(self.hold_expiry_days.saturating_mul(24 * 3600)),
                 batch_max: self.engine_batch_max,
                 queue_depth: self.engine_queue_depth,
+                txn_cache: crate::engine::state::DEFAULT_TXN_CACHE,
             },
             sweep_interval: secs(positive("sweep_interval_secs", self.sweep_interval_secs)?),
             http: crate::http::HttpConfig {

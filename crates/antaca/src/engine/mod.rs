@@ -1,7 +1,10 @@
-//! The one orchestrator and writer. Connections send it requests; it loads
-//! the card and balances from memory, asks [`authz::decide`], applies the
-//! effects to memory, and commits every request that arrived meanwhile as
-//! one batch (group commit). The store makes a batch durable on a thread of
+//! The one orchestrator and writer. Connections send it requests; for each
+//! batch (every request that arrived meanwhile) it does three things in
+//! order: **prefetch** (`Engine::prefetch`: read from the store every
+//! transaction and index entry the batch will look at, into the bounded
+//! cache; reads happen there), **execute** (`Engine::process`: find the card
+//! and balances in memory, ask [`authz::decide`], apply the effects to the
+//! change set), and **commit** the batch as one (group commit). The store makes a batch durable on a thread of
 //! its own while the writer decides the next ([`Store::commit_then`]); a
 //! reply leaves only after its batch, and every batch before it, is on
 //! disk. If a commit fails the batch is undone in memory and every request
@@ -11,6 +14,7 @@
 //! touch: a socket or a wire format (requests arrive typed, from `protocol`
 //! and `manage`), or the disk except through the `Store` trait.
 
+pub mod index;
 mod ledger;
 pub mod record;
 pub mod state;
@@ -23,7 +27,7 @@ use crate::security::secrets::CardSecrets;
 use crate::store::{keys, OnDurable, Refused, Store, StoreError};
 pub use ledger::Movement;
 use rust_decimal::Decimal;
-use state::{decode, Changes, State};
+use state::{decode, Changes, State, TxnCache};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 
@@ -36,6 +40,8 @@ pub struct EngineConfig {
     pub batch_max: usize,
     /// Most requests waiting for the writer; senders wait when it is full (backpressure).
     pub queue_depth: usize,
+    /// Transactions kept in the cache between batches.
+    pub txn_cache: usize,
 }
 
 impl Default for EngineConfig {
@@ -44,6 +50,7 @@ impl Default for EngineConfig {
             hold_expiry: Duration::from_hours(168),
             batch_max: 4096,
             queue_depth: 65_536,
+            txn_cache: state::DEFAULT_TXN_CACHE,
         }
     }
 }
@@ -138,6 +145,56 @@ impl OnDurable for Finish {
 /// A read-only look at the state, run by the writer after a commit.
 pub type Inspect = Box<dyn FnOnce(&State) + Send>;
 
+/// A read-only look at the state and the transactions on disk, run by the
+/// writer after a commit.
+pub type Read = Box<dyn FnOnce(&Reader<'_>) + Send>;
+
+/// The state and the store's transactions, read only (history pages).
+pub struct Reader<'a> {
+    /// The state in memory.
+    pub state: &'a State,
+    store: &'a dyn Store,
+}
+
+impl Reader<'_> {
+    /// A transaction by id.
+    pub fn txn(&self, id: u64) -> Result<Option<Txn>, StoreError> {
+        if let Some(txn) = self.state.txns.get(id) {
+            return Ok(Some(txn.clone()));
+        }
+        let key = keys::numbered(keys::TXN, id);
+        self.store
+            .get(&key)?
+            .map(|bytes| record::decode(&key, &bytes))
+            .transpose()
+    }
+
+    /// The ids of the entries under `prefix` with an id below `below`
+    /// (all when `None`), newest first, at most `limit`: `prefix` is an
+    /// index's name prefix (`index::prefix`) or `keys::TXN`.
+    pub fn ids_below(
+        &self,
+        prefix: &[u8],
+        below: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<u64>, StoreError> {
+        let end = match below {
+            Some(id) => {
+                let mut end = prefix.to_vec();
+                end.extend_from_slice(&keys::numbered(b"", id));
+                end
+            }
+            None => index::prefix_end(prefix),
+        };
+        Ok(self
+            .store
+            .range(prefix, &end, true, limit)?
+            .iter()
+            .filter_map(|(k, _)| index::id_of(k).filter(|_| k.len() == prefix.len() + 20))
+            .collect())
+    }
+}
+
 /// What the writer is asked to do.
 pub enum Command {
     /// Process an ISO 8583 request.
@@ -151,6 +208,8 @@ pub enum Command {
     ExpireHolds,
     /// Read the state.
     Inspect(Inspect),
+    /// Read the state and the transactions on disk.
+    Read(Read),
     /// Change the state (management operations); committed with the batch.
     Apply(Mutation),
 }
@@ -290,6 +349,20 @@ impl EngineHandle {
         rx.await.map_err(|_| ApplyError::Stopped)?
     }
 
+    /// Runs `f` on the state and the store's transactions (after the
+    /// current batch commits) and returns its result.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Reader<'_>) -> T + Send + 'static,
+    ) -> Result<T, EngineStopped> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Read(Box::new(move |reader| {
+            drop(tx.send(f(reader)));
+        })))
+        .await?;
+        rx.await.map_err(|_| EngineStopped)
+    }
+
     /// Runs `f` on the state (after the current batch commits) and returns its result.
     pub async fn inspect<T: Send + 'static>(
         &self,
@@ -310,7 +383,27 @@ pub struct Engine<S: Store> {
     store: S,
     config: EngineConfig,
     secrets: Option<CardSecrets>,
+    /// What the prefetch read: index entries by key.
+    fetched: state::HashMap<Vec<u8>, Option<Vec<u8>>>,
+    /// What the prefetch read: the first stored entry under a prefix.
+    fetched_first: state::HashMap<Vec<u8>, Option<Vec<u8>>>,
+    /// The holds the prefetch found due, for the sweep.
+    due_holds: Option<Vec<u64>>,
+    /// True while the prefetch runs: its reads are expected.
+    prefetching: bool,
+    /// The first read that failed since it was last taken.
+    read_error: Option<StoreError>,
+    /// Reads the prefetch did not foresee (each one a read on the execute path).
+    prefetch_misses: u64,
 }
+
+/// Most holds one sweep releases (the next sweep goes on).
+const SWEEP_MAX: usize = 10_000;
+/// Transactions rewritten per commit when the indexes are built at open.
+const REINDEX_BATCH: usize = 10_000;
+/// The store's layout version: 2 has the transaction indexes on disk (the
+/// change set writes it with the counters, `state::put_counters`).
+const LAYOUT: &str = "2";
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> u64 {
@@ -353,10 +446,6 @@ impl<S: Store> Engine<S> {
             let key = String::from_utf8_lossy(&k[keys::RECORD.len()..]).into_owned();
             state.records.insert(key, v);
         }
-        for (k, v) in store.scan_prefix(keys::TXN)? {
-            let txn: Txn = record::decode(&k, &v)?;
-            state.index_txn(txn);
-        }
         let counter = |name: &str| -> Result<Option<u64>, StoreError> {
             match store.get(&keys::key(keys::META, name))? {
                 Some(v) => String::from_utf8_lossy(&v)
@@ -368,12 +457,70 @@ impl<S: Store> Engine<S> {
         };
         state.next_txn = counter("next_txn")?.unwrap_or(1);
         state.next_journal = counter("next_journal")?.unwrap_or(1);
-        Ok(Engine {
+        state.txns = TxnCache::with_capacity(config.txn_cache);
+        let mut engine = Engine {
             state,
             store,
             config,
             secrets: None,
-        })
+            fetched: state::HashMap::default(),
+            fetched_first: state::HashMap::default(),
+            due_holds: None,
+            prefetching: false,
+            read_error: None,
+            prefetch_misses: 0,
+        };
+        if engine
+            .store
+            .get(&keys::key(keys::META, "layout"))?
+            .as_deref()
+            != Some(LAYOUT.as_bytes())
+        {
+            engine.build_indexes()?;
+        }
+        let orphans =
+            engine
+                .store
+                .range(index::ORPHANS, &index::prefix_end(index::ORPHANS), false, 1)?;
+        engine.state.orphans_possible = !orphans.is_empty();
+        Ok(engine)
+    }
+
+    /// Writes the index entries of every stored transaction (a store of
+    /// layout 1 kept them in memory), a page at a time, then the layout mark.
+    fn build_indexes(&mut self) -> Result<(), StoreError> {
+        let end = index::prefix_end(keys::TXN);
+        let mut start = keys::TXN.to_vec();
+        let mut built = 0usize;
+        loop {
+            let page = self.store.range(&start, &end, false, REINDEX_BATCH)?;
+            let Some((last, _)) = page.last() else {
+                break;
+            };
+            start.clone_from(last);
+            start.push(0);
+            let mut batch = crate::store::WriteBatch::with_capacity(page.len() * 6);
+            for (k, v) in &page {
+                let txn: Txn = record::decode(k, v)?;
+                let card_balance = self.state.card_balance(txn.card.as_ref());
+                for (key, value) in index::entries(&txn, card_balance) {
+                    batch.put(key, value);
+                }
+            }
+            built += page.len();
+            self.store.commit(batch)?;
+        }
+        if built > 0 {
+            // (A store without transactions gets the mark with its first.)
+            let mut batch = crate::store::WriteBatch::default();
+            batch.put(keys::key(keys::META, "layout"), LAYOUT.as_bytes().to_vec());
+            self.store.commit(batch)?;
+            tracing::info!(
+                transactions = built,
+                "built the transaction indexes on disk"
+            );
+        }
+        Ok(())
     }
 
     /// Gives the engine the data key it verifies PINs and CVV2s with; without
@@ -419,9 +566,29 @@ impl<S: Store> Engine<S> {
             return Ok(());
         }
         let batch = changes.to_batch(&self.state);
-        self.store
+        let result = self
+            .store
             .commit(batch)
-            .inspect_err(|_| self.revert(changes))
+            .inspect_err(|_| self.revert(changes));
+        self.after_commit();
+        result
+    }
+
+    /// What a batch leaves behind once the store has it (or has reverted
+    /// it): the index entries are the store's now, the prefetch is spent,
+    /// and the cache goes back within its bound.
+    fn after_commit(&mut self) {
+        self.state.pending_index.clear();
+        self.fetched.clear();
+        self.fetched_first.clear();
+        self.due_holds = None;
+        self.state.txns.trim();
+    }
+
+    /// Reads the prefetch did not foresee, so far (a test of the prefetch
+    /// expects none).
+    pub fn prefetch_misses(&self) -> u64 {
+        self.prefetch_misses
     }
 
     /// Commits like [`Engine::commit`], telling `finish` once the batch is
@@ -429,9 +596,12 @@ impl<S: Store> Engine<S> {
     /// (its answers may repeat theirs).
     fn commit_then(&mut self, changes: Changes, finish: Box<Finish>) -> Result<(), Refused> {
         let batch = changes.to_batch(&self.state);
-        self.store
+        let result = self
+            .store
             .commit_then(batch, finish)
-            .inspect_err(|_| self.revert(changes))
+            .inspect_err(|_| self.revert(changes));
+        self.after_commit();
+        result
     }
 
     /// Undoes a failed commit. The store may hold the batch (sled applies,
@@ -500,7 +670,8 @@ impl<S: Store> Engine<S> {
         let batch_max = self.config.batch_max.max(1);
         let mut commands = Vec::with_capacity(batch_max);
         let mut replies: Vec<(Reply, AuthResponse)> = Vec::with_capacity(self.config.batch_max);
-        let mut inspects: Vec<Inspect> = Vec::new();
+        let mut inspects: Vec<Result<Read, Inspect>> = Vec::new();
+        let mut unread: Vec<usize> = Vec::new();
         let mut deliveries: Vec<Delivery> = Vec::new();
         loop {
             let Some(first) = rx.blocking_recv() else {
@@ -515,15 +686,37 @@ impl<S: Store> Engine<S> {
             }
             let now = now_ms();
             let batch_len = commands.len();
+            // Prefetch: every read of the batch, before any change. A
+            // request whose reads fail is answered "system malfunction"
+            // and changes nothing.
+            unread.clear();
+            for (i, command) in commands.iter().enumerate() {
+                let read = match command {
+                    Command::Iso { request, .. } => self.prefetch(request),
+                    Command::ExpireHolds => self.prefetch_holds(now),
+                    _ => Ok(()),
+                };
+                if let Err(e) = read {
+                    tracing::error!(error = %e, "a read of the store failed");
+                    metrics::counter!("antaca_engine_read_failures_total").increment(1);
+                    unread.push(i);
+                }
+            }
             let mut changes = Changes::for_requests(batch_len);
-            for command in commands.drain(..) {
+            for (i, command) in commands.drain(..).enumerate() {
+                let failed = unread.contains(&i);
                 match command {
+                    Command::Iso { reply, .. } if failed => {
+                        replies.push((reply, AuthResponse::outcome(Outcome::SystemMalfunction)));
+                    }
                     Command::Iso { request, reply } => {
                         let response = self.process(&mut changes, &request, now);
                         replies.push((reply, response));
                     }
+                    Command::ExpireHolds if failed => {}
                     Command::ExpireHolds => self.expire_holds(&mut changes, now),
-                    Command::Inspect(f) => inspects.push(f),
+                    Command::Inspect(f) => inspects.push(Err(f)),
+                    Command::Read(f) => inspects.push(Ok(f)),
                     Command::Apply(f) => deliveries.push(f(&mut self.state, &mut changes, now)),
                 }
             }
@@ -584,8 +777,15 @@ impl<S: Store> Engine<S> {
                 // The store refuses commits; the next batch stops the writer.
                 inspects.clear();
             }
+            let reader = Reader {
+                state: &self.state,
+                store: &self.store,
+            };
             for f in inspects.drain(..) {
-                f(&self.state);
+                match f {
+                    Ok(read) => read(&reader),
+                    Err(inspect) => inspect(&self.state),
+                }
             }
         }
     }
@@ -597,21 +797,15 @@ impl<S: Store> Engine<S> {
         request: &AuthRequest,
         now: u64,
     ) -> AuthResponse {
-        if let Some(txn) = self.state.txn_by_key(&request.idempotency_key()) {
+        if let Some(txn) = self.txn_by_key(&request.idempotency_key()) {
             if txn.fingerprint != 0 && txn.fingerprint != request.fingerprint() {
                 // Same key, another card, amount or processing code: not a duplicate
                 // to replay, and not a new message we can tell apart. Nothing is recorded.
                 return AuthResponse::outcome(Outcome::DuplicateTransmission);
             }
-            return response_of(txn);
+            return response_of(&txn);
         }
-        let orphan = match request.class {
-            MessageClass::Reversal | MessageClass::NetworkManagement | MessageClass::FileUpdate => {
-                None
-            }
-            _ if self.state.orphan_reversals.is_empty() => None,
-            _ => self.state.orphan_reversal(&request.orphan_key()),
-        };
+        let orphan = self.orphan_of(request);
         let txn = match request.class {
             _ if orphan.is_some() => self.reversed_before_arrival(changes, request, orphan, now),
             // Answered before the writer (`protocol::respond::network_management`); a direct caller gets the same.
@@ -637,6 +831,159 @@ impl<S: Store> Engine<S> {
         );
         changes.put_txn(&mut self.state, txn);
         response
+    }
+
+    /// Reads into the cache every transaction and index entry that
+    /// [`Engine::process`] will look at for `request` (its duplicate, an
+    /// orphan reversal, its original and the original's money owner): the
+    /// same lookups, made ahead, so that the execute step reads memory only.
+    /// An error means the request cannot be decided now.
+    pub fn prefetch(&mut self, request: &AuthRequest) -> Result<(), StoreError> {
+        self.prefetching = true;
+        if self.txn_by_key(&request.idempotency_key()).is_none() {
+            self.orphan_of(request);
+            let classes = original_classes(request);
+            if !classes.is_empty() {
+                if let Some(found) = self.find_original(request, classes) {
+                    self.money_owner(found);
+                }
+            }
+        }
+        self.prefetching = false;
+        self.read_error.take().map_or(Ok(()), Err)
+    }
+
+    /// Reads the holds due at `now` and their transactions, for the sweep.
+    fn prefetch_holds(&mut self, now: u64) -> Result<(), StoreError> {
+        let due = self
+            .store
+            .range(index::HOLDS, &index::holds_until(now), false, SWEEP_MAX)?;
+        let mut ids: Vec<u64> = due.iter().filter_map(|(k, _)| index::id_of(k)).collect();
+        for &id in &ids {
+            self.read_txn(id)?;
+        }
+        ids.sort_unstable();
+        self.due_holds = Some(ids);
+        Ok(())
+    }
+
+    /// The orphan reversal that names `request`, if it may have one.
+    fn orphan_of(&mut self, request: &AuthRequest) -> Option<u64> {
+        match request.class {
+            MessageClass::Reversal | MessageClass::NetworkManagement | MessageClass::FileUpdate => {
+                None
+            }
+            _ if !self.state.orphans_possible => None,
+            _ => self.first_holder(&index::prefix(index::ORPHANS, &request.orphan_key())),
+        }
+    }
+
+    /// Notes a failed read: the prefetch returns it; on the execute path it
+    /// can only be logged (the lookup answers "not found").
+    fn read_failed(&mut self, error: StoreError) {
+        if !self.prefetching {
+            tracing::error!(error = %error, "a read of the store failed while deciding");
+            metrics::counter!("antaca_engine_read_failures_total").increment(1);
+        }
+        self.read_error.get_or_insert(error);
+    }
+
+    fn missed(&mut self) {
+        if !self.prefetching {
+            self.prefetch_misses += 1;
+        }
+    }
+
+    /// An index entry's value: what the batch wrote, else what the prefetch
+    /// read, else the store's.
+    fn index_value(&mut self, key: &[u8]) -> Option<Vec<u8>> {
+        if let Some(value) = self.state.index_entry(key) {
+            return value.map(<[u8]>::to_vec);
+        }
+        if let Some(value) = self.fetched.get(key) {
+            return value.clone();
+        }
+        self.missed();
+        match self.store.get(key) {
+            Ok(value) => {
+                self.fetched.insert(key.to_vec(), value.clone());
+                value
+            }
+            Err(e) => {
+                self.read_failed(e);
+                None
+            }
+        }
+    }
+
+    /// The lowest id under an index prefix: the store's first entry unless
+    /// the batch deleted it, else the batch's first (the batch's ids are
+    /// all above the store's).
+    fn first_holder(&mut self, prefix: &[u8]) -> Option<u64> {
+        let stored = match self.fetched_first.get(prefix) {
+            Some(first) => first.clone(),
+            None => {
+                self.missed();
+                let end = index::prefix_end(prefix);
+                match self.store.range(prefix, &end, false, 1) {
+                    Ok(page) => {
+                        let first = page.into_iter().next().map(|(k, _)| k);
+                        self.fetched_first.insert(prefix.to_vec(), first.clone());
+                        first
+                    }
+                    Err(e) => {
+                        self.read_failed(e);
+                        None
+                    }
+                }
+            }
+        };
+        if let Some(key) = stored.filter(|k| !self.state.index_deleted(k)) {
+            return index::id_of(&key);
+        }
+        self.state.first_index_entry(prefix).and_then(index::id_of)
+    }
+
+    /// A transaction by id: the cache's, else the store's (then cached).
+    fn txn(&mut self, id: u64) -> Option<Txn> {
+        if let Some(txn) = self.state.txns.get(id) {
+            return Some(txn.clone());
+        }
+        self.missed();
+        match self.read_txn(id) {
+            Ok(txn) => txn,
+            Err(e) => {
+                self.read_failed(e);
+                None
+            }
+        }
+    }
+
+    /// Reads a transaction into the cache.
+    fn read_txn(&mut self, id: u64) -> Result<Option<Txn>, StoreError> {
+        if let Some(txn) = self.state.txns.get(id) {
+            return Ok(Some(txn.clone()));
+        }
+        let key = keys::numbered(keys::TXN, id);
+        let Some(bytes) = self.store.get(&key)? else {
+            return Ok(None);
+        };
+        let txn: Txn = record::decode(&key, &bytes)?;
+        self.state.txns.insert(txn.clone());
+        Ok(Some(txn))
+    }
+
+    /// The transaction whose idempotency key is `key`.
+    fn txn_by_key(&mut self, key: &str) -> Option<Txn> {
+        let value = self.index_value(&index::by_key(key))?;
+        let id = index::id_in(&value)?;
+        self.txn(id).filter(|txn| txn.key == key)
+    }
+
+    /// The first transaction whose original key (what field 90/56 names) is `key`.
+    fn txn_by_original_key(&mut self, key: &str) -> Option<Txn> {
+        let id = self.first_holder(&index::prefix(index::BY_ORIGINAL, key))?;
+        self.txn(id).filter(|txn| txn.original_key == key)
     }
 
     /// A message whose reversal came first: an advice or completion is
@@ -887,7 +1234,7 @@ impl<S: Store> Engine<S> {
         now: u64,
     ) -> Txn {
         let ours = self
-            .find_original(request, &[b"100"])
+            .find_original(request, ADVISED)
             .filter(|t| t.outcome == Outcome::Approved)
             .map(|t| t.id);
         if request.advice_response_approved == Some(false)
@@ -987,8 +1334,8 @@ impl<S: Store> Engine<S> {
             return self.finish(changes, txn);
         }
         let original = self
-            .find_original(request, &[b"100", b"120"])
-            .map(|found| self.money_owner(found).clone());
+            .find_original(request, COMPLETED)
+            .map(|found| self.money_owner(found));
         let (decision, legs, _) =
             self.decide(self.card_of(request), request, Operation::Forced, now);
         let amount = match (decision, &original) {
@@ -1112,7 +1459,7 @@ impl<S: Store> Engine<S> {
     fn reversal(&mut self, changes: &mut Changes, request: &AuthRequest, now: u64) -> Txn {
         let mut txn = self.open_txn(changes, request, now);
         self.approve(&mut txn);
-        let Some(found) = self.find_original(request, &[b"100", b"200", b"120", b"220"]) else {
+        let Some(found) = self.find_original(request, REVERSED) else {
             txn.orphan_of = Some(match &request.original {
                 Some(o) => format!(
                     "{}|{}|{}",
@@ -1124,7 +1471,7 @@ impl<S: Store> Engine<S> {
             });
             return self.finish(changes, txn);
         };
-        let mut owner = self.money_owner(found).clone();
+        let mut owner = self.money_owner(found);
         txn.original = Some(owner.id);
         let Some(currency) = owner
             .legs
@@ -1174,9 +1521,9 @@ impl<S: Store> Engine<S> {
     /// The transaction that holds the money of `found`: a completion that
     /// captured an authorization's hold, or an advice acknowledged because we
     /// had approved its authorization, moved nothing itself; the authorization did.
-    fn money_owner<'a>(&'a self, found: &'a Txn) -> &'a Txn {
+    fn money_owner(&mut self, found: Txn) -> Txn {
         match (found.legs.is_empty(), found.original) {
-            (true, Some(id)) => self.state.txn(id).unwrap_or(found),
+            (true, Some(id)) => self.txn(id).unwrap_or(found),
             _ => found,
         }
     }
@@ -1187,11 +1534,12 @@ impl<S: Store> Engine<S> {
     /// Field 90 names an original by MTI, STAN, date-time and acquirer, which
     /// an acquirer must not reuse; one that does must not have a reversal on
     /// one card move the money of another card.
-    fn find_original(&self, request: &AuthRequest, classes: &[&[u8; 3]]) -> Option<&Txn> {
+    fn find_original(&mut self, request: &AuthRequest, classes: &[&[u8; 3]]) -> Option<Txn> {
         let card = request
             .pan_hash
-            .and_then(|hash| self.state.card_by_pan.get(&hash));
-        let same_card = |txn: &&Txn| request.pan_hash.is_none() || txn.card.as_ref() == card;
+            .and_then(|hash| self.state.card_by_pan.get(&hash))
+            .cloned();
+        let same_card = |txn: &Txn| request.pan_hash.is_none() || txn.card == card;
         if let Some(original) = &request.original {
             let key = crate::protocol::keys::original_key(
                 &original.mti,
@@ -1199,8 +1547,8 @@ impl<S: Store> Engine<S> {
                 &original.datetime,
                 &original.acquirer,
             );
-            let named = self.state.txn_by_original_key(&key);
-            if named.is_none_or(|txn| same_card(&txn)) {
+            let named = self.txn_by_original_key(&key);
+            if named.as_ref().is_none_or(same_card) {
                 return named;
             }
             // The key names another card's message (the first to take it):
@@ -1213,9 +1561,9 @@ impl<S: Store> Engine<S> {
                 &original.datetime,
                 &request.terminal,
             );
-            return self.state.txn_by_key(&key).filter(same_card);
+            return self.txn_by_key(&key).filter(same_card);
         }
-        classes.iter().find_map(|class| {
+        for class in classes {
             let mut mti = request.mti;
             mti[1..4].copy_from_slice(&class[..]);
             let key = crate::protocol::keys::idempotency_key(
@@ -1225,23 +1573,47 @@ impl<S: Store> Engine<S> {
                 &request.key_datetime,
                 &request.terminal,
             );
-            self.state.txn_by_key(&key).filter(same_card)
-        })
+            if let Some(found) = self.txn_by_key(&key).filter(same_card) {
+                return Some(found);
+            }
+        }
+        None
     }
 
     /// Releases every hold whose expiry has passed.
+    /// Releases every hold whose expiry has passed, up to [`SWEEP_MAX`] of
+    /// them (the next sweep goes on): the holds on disk (the prefetch's, or
+    /// read now) and those of writes not yet in the store.
     pub fn expire_holds(&mut self, changes: &mut Changes, now: u64) {
-        let expired: Vec<u64> = self
+        let mut due = match self.due_holds.take() {
+            Some(due) => due,
+            None => match self.prefetch_holds(now) {
+                Ok(()) => self.due_holds.take().unwrap_or_default(),
+                Err(e) => {
+                    self.read_failed(e);
+                    return;
+                }
+            },
+        };
+        let until = index::holds_until(now);
+        let pending = self
             .state
-            .active_holds
-            .iter()
-            .take_while(|(expires, _)| *expires <= now)
-            .map(|(_, id)| *id)
-            .collect();
-        for id in expired {
-            let Some(mut hold) = self.state.txn(id).cloned() else {
+            .pending_index
+            .range(index::HOLDS.to_vec()..until)
+            .filter(|(_, value)| value.is_some())
+            .filter_map(|(k, _)| index::id_of(k));
+        due.extend(pending);
+        due.sort_unstable();
+        due.dedup();
+        for id in due {
+            let Some(mut hold) = self.txn(id) else {
                 continue;
             };
+            // The hold may have been captured, reversed or swept since its
+            // entry was read.
+            if hold.state != TxnState::Authorized || hold.hold_expires_ms.is_none_or(|e| e > now) {
+                continue;
+            }
             if hold.held > Decimal::ZERO {
                 let legs = hold.legs.clone();
                 self.move_money(changes, &hold, &legs, Movement::Release(hold.held), now);
@@ -1275,6 +1647,24 @@ impl<S: Store> Engine<S> {
     fn finish(&mut self, _changes: &mut Changes, txn: Txn) -> Txn {
         debug_assert!(txn.outcome != Outcome::Approved || txn.approval_code.is_some());
         txn
+    }
+}
+
+/// The classes of message a completion's original may be (x100, x120).
+const COMPLETED: &[&[u8; 3]] = &[b"100", b"120"];
+/// The classes of message a reversal's original may be.
+const REVERSED: &[&[u8; 3]] = &[b"100", b"200", b"120", b"220"];
+/// The classes of message an authorization advice's original may be.
+const ADVISED: &[&[u8; 3]] = &[b"100"];
+
+/// The classes of the originals [`Engine::process`] looks for on behalf of
+/// `request` (none for a message that names no original).
+fn original_classes(request: &AuthRequest) -> &'static [&'static [u8; 3]] {
+    match request.class {
+        MessageClass::Authorization if request.advice => ADVISED,
+        MessageClass::Financial if request.advice => COMPLETED,
+        MessageClass::Reversal => REVERSED,
+        _ => &[],
     }
 }
 

@@ -4,15 +4,18 @@
 //! each once per batch).
 
 use super::record;
-use crate::domain::model::{Balance, Card, JournalEntry, Program, Txn, TxnState, User};
+use crate::domain::model::{Balance, Card, JournalEntry, Program, Txn, User};
 use crate::store::{keys, StoreError, WriteBatch};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 /// The engine's hash maps: foldhash, seeded at random per process (keys such
 /// as idempotency keys come from outside), several times cheaper than SipHash.
 pub type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::quality::RandomState>;
 
-/// Everything the engine decides on, loaded from the store at start.
+/// Everything the engine decides on. Programs, users, balances, cards and
+/// management records are loaded from the store at start; transactions are
+/// not: they live on disk with their indexes (`engine::index`), and
+/// [`State::txns`] caches the recent ones.
 #[derive(Default)]
 pub struct State {
     /// Programs by id.
@@ -25,17 +28,14 @@ pub struct State {
     pub cards: HashMap<String, Card>,
     /// Card id by keyed PAN hash.
     pub card_by_pan: HashMap<[u8; 32], String>,
-    /// Transactions by id, boxed: a B-tree node moves its values on every
-    /// insert, and a transaction is some 400 bytes.
-    pub txns: BTreeMap<u64, Box<Txn>>,
-    /// Transaction id by idempotency key.
-    pub txn_by_key: ShardedIndex,
-    /// Transaction id by original key (what field 90/56 names).
-    pub txn_by_original_key: ShardedIndex,
-    /// Reversals that arrived before their original, by the original's orphan key.
-    pub orphan_reversals: ShardedIndex,
-    /// Active holds by (expiry ms, txn id).
-    pub active_holds: BTreeSet<(u64, u64)>,
+    /// Recent transactions (and every one the batch in flight touches).
+    pub txns: TxnCache,
+    /// Index entries written since the last commit reached the store (the
+    /// batch in flight's): lookups read them before the store's.
+    pub pending_index: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// False only while the store holds no orphan reversal: a message then
+    /// skips the orphan lookup.
+    pub orphans_possible: bool,
     /// Management records (JSON) by key, e.g. `admin/alice`, `kyc/u-1`, `outbox/…`.
     pub records: BTreeMap<String, Vec<u8>>,
     /// Next transaction id.
@@ -44,167 +44,93 @@ pub struct State {
     pub next_journal: u64,
 }
 
-/// A string-keyed index of transaction ids, kept by a 128-bit keyed digest
-/// of the key rather than the key itself, and split into 256 hash tables.
-///
-/// The digest makes an entry 32 bytes with nothing to clone, compare or
-/// rehash; a hash table that grows moves all its entries at once, and a
-/// shard moves a 256th of them (with millions of transactions one table
-/// stalled the writer for hundreds of milliseconds).
-///
-/// Two keys may share a digest (by chance with probability 2⁻¹²⁸; the seeds
-/// are random per process, but foldhash does not promise that a peer cannot
-/// find collisions). So the index never believes a digest alone: every
-/// method takes `holder`, which tells which key the transaction with a
-/// given id holds in this index (`None` when there is no such
-/// transaction). A lookup returns an id only when its transaction holds the
-/// key; a key whose digest slot belongs to another live transaction's key
-/// goes to a small overflow map of whole keys instead of taking the slot.
-pub struct ShardedIndex {
-    shards: Vec<std::collections::HashMap<u128, u64, DigestHasher>>,
-    seeds: (
-        foldhash::quality::RandomState,
-        foldhash::quality::RandomState,
-    ),
-    /// Keys whose digest slot another key holds.
-    overflow: HashMap<String, u64>,
-    len: usize,
-    /// Every key gets the same digest (tests of the overflow).
-    #[cfg(test)]
-    collide: bool,
+/// A bounded cache of transactions by id. Entries are evicted oldest
+/// touched first, and only by [`TxnCache::trim`], which the writer calls
+/// between batches: a transaction the batch in flight read or wrote stays
+/// until the batch is in the store (its undo, its index changes and the
+/// next request of the batch read it here).
+pub struct TxnCache {
+    map: HashMap<u64, (Box<Txn>, u64)>,
+    /// Ids in the order they were touched, with the stamp of that touch; an
+    /// id touched again later has a stale entry here, skipped on eviction.
+    order: std::collections::VecDeque<(u64, u64)>,
+    stamp: u64,
+    capacity: usize,
 }
 
-/// Hashes a digest by folding it: its bits are already uniform.
-#[derive(Clone, Copy, Default)]
-struct DigestHasher(u64);
+/// Transactions cached by default (some 600 bytes each).
+pub const DEFAULT_TXN_CACHE: usize = 100_000;
 
-impl std::hash::Hasher for DigestHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Only u128 digests are hashed; fold anything else all the same.
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.0 = (self.0 ^ u64::from_le_bytes(word)).rotate_left(29);
-        }
-    }
-
-    fn write_u128(&mut self, digest: u128) {
-        self.0 ^= digest as u64 ^ (digest >> 64) as u64;
-    }
-}
-
-impl std::hash::BuildHasher for DigestHasher {
-    type Hasher = DigestHasher;
-
-    fn build_hasher(&self) -> DigestHasher {
-        DigestHasher(0)
-    }
-}
-
-impl Default for ShardedIndex {
+impl Default for TxnCache {
     fn default() -> Self {
-        ShardedIndex {
-            shards: (0..256).map(|_| Default::default()).collect(),
-            seeds: Default::default(),
-            overflow: HashMap::default(),
-            len: 0,
-            #[cfg(test)]
-            collide: false,
-        }
+        TxnCache::with_capacity(DEFAULT_TXN_CACHE)
     }
 }
 
-impl ShardedIndex {
-    fn digest(&self, key: &str) -> (usize, u128) {
-        use std::hash::BuildHasher;
-        #[cfg(test)]
-        if self.collide {
-            return (0, 0);
+impl TxnCache {
+    /// An empty cache that keeps `capacity` transactions between batches.
+    pub fn with_capacity(capacity: usize) -> TxnCache {
+        TxnCache {
+            map: HashMap::default(),
+            order: std::collections::VecDeque::new(),
+            stamp: 0,
+            capacity,
         }
-        let high = self.seeds.0.hash_one(key);
-        let low = self.seeds.1.hash_one(key);
-        let digest = (u128::from(high) << 64) | u128::from(low);
-        ((high >> 56) as usize % self.shards.len(), digest)
     }
 
-    /// The id of the transaction that holds `key`.
-    pub fn get<'a>(&self, key: &str, holder: impl Fn(u64) -> Option<&'a str>) -> Option<u64> {
-        let (shard, digest) = self.digest(key);
-        if let Some(&id) = self.shards[shard].get(&digest) {
-            if holder(id) == Some(key) {
-                return Some(id);
+    /// A cached transaction.
+    pub fn get(&self, id: u64) -> Option<&Txn> {
+        self.map.get(&id).map(|(txn, _)| &**txn)
+    }
+
+    /// Caches (or replaces) a transaction, returning the one it replaced.
+    pub fn insert(&mut self, txn: Txn) -> Option<Txn> {
+        self.stamp += 1;
+        let id = txn.id;
+        self.order.push_back((id, self.stamp));
+        self.map
+            .insert(id, (Box::new(txn), self.stamp))
+            .map(|(old, _)| *old)
+    }
+
+    /// Drops a transaction from the cache.
+    pub fn remove(&mut self, id: u64) -> Option<Txn> {
+        self.map.remove(&id).map(|(txn, _)| *txn)
+    }
+
+    /// Evicts the oldest touched transactions beyond the capacity.
+    pub fn trim(&mut self) {
+        while self.map.len() > self.capacity {
+            let Some((id, stamp)) = self.order.pop_front() else {
+                break;
+            };
+            if self.map.get(&id).is_some_and(|(_, s)| *s == stamp) {
+                self.map.remove(&id);
             }
         }
-        if self.overflow.is_empty() {
-            return None;
-        }
-        self.overflow.get(key).copied()
-    }
-
-    /// Sets the id under `key`, replacing the id of a transaction that held it.
-    pub fn insert<'a>(&mut self, key: &str, id: u64, holder: impl Fn(u64) -> Option<&'a str>) {
-        let (shard, digest) = self.digest(key);
-        match self.shards[shard].entry(digest) {
-            std::collections::hash_map::Entry::Vacant(slot) => {
-                slot.insert(id);
-                self.len += 1;
-            }
-            std::collections::hash_map::Entry::Occupied(mut slot) => {
-                let other = *slot.get();
-                match holder(other) {
-                    // Another live transaction's key has this digest.
-                    Some(held) if other != id && held != key => {
-                        if self.overflow.insert(key.to_string(), id).is_none() {
-                            self.len += 1;
-                        }
-                    }
-                    // The key itself, or a slot its transaction left.
-                    _ => {
-                        slot.insert(id);
-                    }
-                }
-            }
+        // Touches of cached entries leave stale slots: compact them away so
+        // that the queue stays within a small multiple of the cache.
+        if self.order.len() > 2 * self.map.len() + 1024 {
+            let map = &self.map;
+            self.order
+                .retain(|(id, stamp)| map.get(id).is_some_and(|(_, s)| s == stamp));
         }
     }
 
-    /// Sets the id under `key` unless a transaction holds it already.
-    pub fn insert_if_absent<'a>(
-        &mut self,
-        key: &str,
-        id: u64,
-        holder: impl Fn(u64) -> Option<&'a str> + Copy,
-    ) {
-        if self.get(key, holder).is_none() {
-            self.insert(key, id, holder);
-        }
+    /// Empties the cache.
+    pub fn clear(&mut self) {
+        self.map.clear();
+        self.order.clear();
     }
 
-    /// Removes `key` if it names `id`.
-    pub fn remove(&mut self, key: &str, id: u64) {
-        if self.overflow.get(key) == Some(&id) {
-            self.overflow.remove(key);
-            self.len -= 1;
-            return;
-        }
-        let (shard, digest) = self.digest(key);
-        if self.shards[shard].get(&digest) == Some(&id) {
-            self.shards[shard].remove(&digest);
-            self.len -= 1;
-        }
-    }
-
-    /// Number of keys.
+    /// Transactions cached now.
     pub fn len(&self) -> usize {
-        self.len
+        self.map.len()
     }
 
-    /// True when there is no key.
+    /// True when nothing is cached.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.map.is_empty()
     }
 }
 
@@ -239,71 +165,30 @@ impl State {
             .filter_map(|(k, v)| serde_json::from_slice(v).ok().map(|t| (k.as_str(), t)))
     }
 
-    /// A transaction by id.
-    pub fn txn(&self, id: u64) -> Option<&Txn> {
-        self.txns.get(&id).map(|txn| &**txn)
+    /// What the writes not yet in the store did to an index entry:
+    /// `Some(value)` (`None` when deleted) if they wrote it, `None` if not.
+    pub fn index_entry(&self, key: &[u8]) -> Option<Option<&[u8]>> {
+        self.pending_index.get(key).map(Option::as_deref)
     }
 
-    /// The transaction whose idempotency key is `key`.
-    pub fn txn_by_key(&self, key: &str) -> Option<&Txn> {
-        let id = self
-            .txn_by_key
-            .get(key, |id| self.txn(id).map(|t| t.key.as_str()))?;
-        self.txn(id)
+    /// The lowest entry under `prefix` the writes not yet in the store put.
+    pub fn first_index_entry(&self, prefix: &[u8]) -> Option<&[u8]> {
+        self.pending_index
+            .range(prefix.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .find(|(_, after)| after.is_some())
+            .map(|(k, _)| k.as_slice())
     }
 
-    /// The first transaction whose original key (what field 90/56 names) is `key`.
-    pub fn txn_by_original_key(&self, key: &str) -> Option<&Txn> {
-        let id = self
-            .txn_by_original_key
-            .get(key, |id| self.txn(id).map(|t| t.original_key.as_str()))?;
-        self.txn(id)
+    /// True when the writes not yet in the store deleted the entry `key`.
+    pub fn index_deleted(&self, key: &[u8]) -> bool {
+        matches!(self.pending_index.get(key), Some(None))
     }
 
-    /// The reversal kept under the orphan key `key` until its original arrives.
-    pub fn orphan_reversal(&self, key: &str) -> Option<u64> {
-        if self.orphan_reversals.is_empty() {
-            return None;
-        }
-        self.orphan_reversals
-            .get(key, |id| self.txn(id).and_then(|t| t.orphan_of.as_deref()))
-    }
-
-    /// Adds a transaction to the maps and indexes.
-    pub fn index_txn(&mut self, txn: Txn) {
-        if txn.state == TxnState::Authorized {
-            if let Some(expires) = txn.hold_expires_ms {
-                self.active_holds.insert((expires, txn.id));
-            }
-        }
-        let txns = &self.txns;
-        let held = |id: u64| txns.get(&id).map(|t| &**t);
-        if let Some(orphan) = &txn.orphan_of {
-            self.orphan_reversals.insert(orphan, txn.id, |id| {
-                held(id).and_then(|t| t.orphan_of.as_deref())
-            });
-        }
-        self.txn_by_key
-            .insert(&txn.key, txn.id, |id| held(id).map(|t| t.key.as_str()));
-        self.txn_by_original_key
-            .insert_if_absent(&txn.original_key, txn.id, |id| {
-                held(id).map(|t| t.original_key.as_str())
-            });
-        self.txns.insert(txn.id, Box::new(txn));
-    }
-
-    /// Removes a transaction from the maps and indexes.
-    pub fn unindex_txn(&mut self, id: u64) -> Option<Txn> {
-        let txn = *self.txns.remove(&id)?;
-        if let Some(expires) = txn.hold_expires_ms {
-            self.active_holds.remove(&(expires, id));
-        }
-        if let Some(orphan) = &txn.orphan_of {
-            self.orphan_reversals.remove(orphan, id);
-        }
-        self.txn_by_key.remove(&txn.key, id);
-        self.txn_by_original_key.remove(&txn.original_key, id);
-        Some(txn)
+    /// The balance a card spends from, if the card is known.
+    pub fn card_balance(&self, card: Option<&String>) -> Option<&str> {
+        card.and_then(|c| self.cards.get(c))
+            .map(|c| c.balance.as_str())
     }
 }
 
@@ -318,6 +203,8 @@ pub struct Changes {
     users: HashMap<String, Option<User>>,
     pans: HashMap<[u8; 32], Option<String>>,
     records: HashMap<String, Option<Vec<u8>>>,
+    /// Index entries the batch changes: key, (value before, value after).
+    index: BTreeMap<Vec<u8>, (Option<Vec<u8>>, Option<Vec<u8>>)>,
     journal: Vec<JournalEntry>,
     counters: Option<(u64, u64)>,
 }
@@ -345,6 +232,7 @@ impl Changes {
             && self.journal.is_empty()
             && self.pans.is_empty()
             && self.records.is_empty()
+            && self.index.is_empty()
     }
 
     fn remember_counters(&mut self, state: &State) {
@@ -416,32 +304,49 @@ impl Changes {
         next
     }
 
-    /// Replaces (or inserts) a transaction and keeps the indexes right.
+    /// Replaces (or inserts) a transaction and changes its index entries.
+    /// A transaction updated here must be in the cache (the writer read it
+    /// in this batch); one not cached is new (its id was taken in this batch).
     pub fn put_txn(&mut self, state: &mut State, txn: Txn) {
         let id = txn.id;
-        let old = match state.txns.get_mut(&id) {
-            // A completion or reversal updating its original: the keys stay,
-            // so only the hold index can change (no re-indexing of strings).
-            Some(existing)
-                if existing.key == txn.key
-                    && existing.original_key == txn.original_key
-                    && existing.orphan_of == txn.orphan_of =>
-            {
-                if let Some(expires) = existing.hold_expires_ms {
-                    state.active_holds.remove(&(expires, id));
-                }
-                if let (TxnState::Authorized, Some(expires)) = (txn.state, txn.hold_expires_ms) {
-                    state.active_holds.insert((expires, id));
-                }
-                Some(std::mem::replace(&mut **existing, txn))
+        let card_balance = state.card_balance(txn.card.as_ref()).map(str::to_owned);
+        let new_entries = super::index::entries(&txn, card_balance.as_deref());
+        if txn.orphan_of.is_some() {
+            state.orphans_possible = true;
+        }
+        let old = state.txns.insert(txn);
+        let old_entries = old.as_ref().map_or_else(Vec::new, |old| {
+            let card_balance = state.card_balance(old.card.as_ref());
+            super::index::entries(old, card_balance)
+        });
+        for (key, value) in &old_entries {
+            if !new_entries.iter().any(|(k, _)| k == key) {
+                self.index_write(state, key, Some(value), None);
             }
-            _ => {
-                let old = state.unindex_txn(id);
-                state.index_txn(txn);
-                old
+        }
+        for (key, value) in new_entries {
+            if !old_entries.iter().any(|(k, v)| *k == key && *v == value) {
+                let before = old_entries.iter().find(|(k, _)| *k == key).map(|(_, v)| v);
+                self.index_write(state, &key, before, Some(value));
             }
-        };
+        }
         self.txns.entry(id).or_insert(old);
+    }
+
+    fn index_write(
+        &mut self,
+        state: &mut State,
+        key: &[u8],
+        before: Option<&Vec<u8>>,
+        after: Option<Vec<u8>>,
+    ) {
+        state.pending_index.insert(key.to_vec(), after.clone());
+        match self.index.get_mut(key) {
+            Some(slot) => slot.1 = after,
+            None => {
+                self.index.insert(key.to_vec(), (before.cloned(), after));
+            }
+        }
     }
 
     /// The writes that make this change set durable, counters included.
@@ -454,6 +359,7 @@ impl Changes {
                 + self.txns.len()
                 + self.journal.len()
                 + self.records.len()
+                + self.index.len()
                 + 2,
         );
         write_records(&mut batch, keys::PROGRAM, &self.programs, |id| {
@@ -476,8 +382,11 @@ impl Changes {
             put_or_delete_record(
                 &mut batch,
                 keys::numbered(keys::TXN, *id),
-                state.txns.get(id).map(|txn| &**txn),
+                state.txns.get(*id),
             );
+        }
+        for (key, (_, after)) in &self.index {
+            put_or_delete_raw(&mut batch, key.clone(), after.as_ref());
         }
         for entry in &self.journal {
             batch.put(
@@ -516,6 +425,9 @@ impl Changes {
         });
         for (id, old) in &self.txns {
             put_or_delete_record(&mut batch, keys::numbered(keys::TXN, *id), old.as_ref());
+        }
+        for (key, (before, _)) in &self.index {
+            put_or_delete_raw(&mut batch, key.clone(), before.as_ref());
         }
         for entry in &self.journal {
             batch.delete(keys::numbered(keys::JOURNAL, entry.seq));
@@ -567,11 +479,14 @@ impl Changes {
                 None => state.users.remove(&id),
             };
         }
+        for key in self.index.keys() {
+            state.pending_index.remove(key);
+        }
         for (id, old) in self.txns {
-            state.unindex_txn(id);
-            if let Some(txn) = old {
-                state.index_txn(txn);
-            }
+            match old {
+                Some(txn) => state.txns.insert(txn),
+                None => state.txns.remove(id),
+            };
         }
         if let Some((next_txn, next_journal)) = self.counters {
             state.next_txn = next_txn;
@@ -626,128 +541,82 @@ fn put_counters(batch: &mut WriteBatch, next_txn: u64, next_journal: u64) {
         keys::key(keys::META, "next_journal"),
         next_journal.to_string().into_bytes(),
     );
+    // A store with transactions keeps their indexes on disk (layout 2).
+    batch.put(keys::key(keys::META, "layout"), b"2".to_vec());
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{ShardedIndex, State};
-    use crate::domain::model::Txn;
-    use std::collections::HashMap;
+    use super::{Changes, State, TxnCache};
+    use crate::domain::model::TxnState;
+    use crate::engine::index;
 
-    /// Transactions with the given idempotency keys, ids from 1.
-    fn txns(keys: &[&str]) -> Vec<Txn> {
-        keys.iter()
-            .zip(1u64..)
-            .map(|(key, id)| {
-                let mut txn = crate::engine::record::tests::txn();
-                txn.id = id;
-                txn.key = key.to_string();
-                txn.original_key = format!("original of {key}");
-                txn.orphan_of = None;
-                txn
-            })
-            .collect()
+    fn txn(id: u64) -> crate::domain::model::Txn {
+        let mut txn = crate::engine::record::tests::txn();
+        txn.id = id;
+        txn.key = format!("key {id}");
+        txn.original_key = format!("original {id}");
+        txn.orphan_of = None;
+        txn
     }
 
     #[test]
-    fn a_lookup_believes_the_index_only_when_the_transaction_has_the_key() {
-        let mut state = State::default();
-        let txn = crate::engine::record::tests::txn();
-        let (id, key, original_key) = (txn.id, txn.key.clone(), txn.original_key.clone());
-        let orphan_of = txn
-            .orphan_of
-            .clone()
-            .expect("the sample is an orphan reversal");
-        state.index_txn(txn);
-        assert_eq!(state.txn_by_key(&key).map(|t| t.id), Some(id));
-        assert_eq!(
-            state.txn_by_original_key(&original_key).map(|t| t.id),
-            Some(id)
+    fn the_cache_evicts_the_oldest_touched_only_when_trimmed() {
+        let mut cache = TxnCache::with_capacity(2);
+        for id in 1..=4 {
+            cache.insert(txn(id));
+        }
+        assert_eq!(cache.len(), 4, "nothing goes before the batch ends");
+        // 1 is touched again: 2 and 3 are now the oldest.
+        cache.insert(txn(1));
+        cache.trim();
+        assert_eq!(cache.len(), 2);
+        assert!(cache.get(1).is_some() && cache.get(4).is_some());
+        assert!(cache.get(2).is_none() && cache.get(3).is_none());
+        for _ in 0..10_000 {
+            cache.insert(txn(4));
+            cache.trim();
+        }
+        assert!(
+            cache.order.len() <= 2 * cache.len() + 1024,
+            "stale slots are compacted"
         );
-        assert_eq!(state.orphan_reversal(&orphan_of), Some(id));
-        // Other keys' slots naming the transaction (as a stale or colliding
-        // slot would): the lookups see the transaction holds another key.
-        let anyone = |_| Some("a key nobody looks up");
-        state.txn_by_key.insert("other key", id, anyone);
-        state
-            .txn_by_original_key
-            .insert("other original", id, anyone);
-        state.orphan_reversals.insert("other orphan", id, anyone);
-        assert!(state.txn_by_key("other key").is_none());
-        assert!(state.txn_by_original_key("other original").is_none());
-        assert_eq!(state.orphan_reversal("other orphan"), None);
-        assert!(state.unindex_txn(id).is_some());
-        assert!(state.txn_by_key(&key).is_none());
-        assert!(state.txn_by_original_key(&original_key).is_none());
-        assert_eq!(state.orphan_reversal(&orphan_of), None);
     }
 
     #[test]
-    fn keys_that_share_a_digest_are_all_found() {
+    fn a_change_writes_the_index_difference_and_its_undo_the_inverse() {
         let mut state = State::default();
-        state.txn_by_key.collide = true;
-        state.txn_by_original_key.collide = true;
-        let all = txns(&["k1", "k2", "k3"]);
-        for txn in all.clone() {
-            state.index_txn(txn);
-        }
-        for txn in &all {
-            assert_eq!(state.txn_by_key(&txn.key).map(|t| t.id), Some(txn.id));
-            assert_eq!(
-                state.txn_by_original_key(&txn.original_key).map(|t| t.id),
-                Some(txn.id)
-            );
-        }
-        assert!(state.txn_by_key("k4").is_none());
-        assert_eq!(state.txn_by_key.len(), 3);
-        // The slot's holder goes; the others stay found, and a new key takes the slot.
-        assert!(state.unindex_txn(1).is_some());
-        assert!(state.txn_by_key("k1").is_none());
-        assert_eq!(state.txn_by_key("k2").map(|t| t.id), Some(2));
-        assert_eq!(state.txn_by_key("k3").map(|t| t.id), Some(3));
-        let mut k5 = txns(&["k5"]).remove(0);
-        k5.id = 5;
-        state.index_txn(k5);
-        assert_eq!(state.txn_by_key("k5").map(|t| t.id), Some(5));
-        assert_eq!(state.txn_by_key("k2").map(|t| t.id), Some(2));
-        // An overflowed key goes too, and an undo puts a transaction back.
-        let two = state.unindex_txn(2).expect("k2");
-        assert!(state.txn_by_key("k2").is_none());
-        assert_eq!(state.txn_by_key("k3").map(|t| t.id), Some(3));
-        state.index_txn(two);
-        assert_eq!(state.txn_by_key("k2").map(|t| t.id), Some(2));
-        assert_eq!(state.txn_by_key.len(), 3);
-    }
-
-    #[test]
-    fn the_sharded_index_behaves_as_one_map() {
-        let mut index = ShardedIndex::default();
-        let mut holders: HashMap<u64, String> = HashMap::new();
-        assert!(index.is_empty());
-        for i in 0..1000u64 {
-            let key = format!("k{i}");
-            index.insert(&key, i, |id| holders.get(&id).map(String::as_str));
-            holders.insert(i, key);
-        }
-        let holder = |id: u64| holders.get(&id).map(String::as_str);
-        assert_eq!(index.len(), 1000);
-        assert_eq!(index.get("k7", holder), Some(7));
-        index.insert_if_absent("k8", 80, holder);
-        assert_eq!(index.get("k8", holder), Some(8));
-        index.insert_if_absent("new", 1000, |id| holders.get(&id).map(String::as_str));
-        holders.insert(1000, "new".into());
-        let holder = |id: u64| holders.get(&id).map(String::as_str);
-        assert_eq!(index.get("new", holder), Some(1000));
-        assert_eq!(index.len(), 1001);
-        assert_eq!(index.get("k1000", holder), None);
-        index.remove("k9", 8);
+        let mut changes = Changes::default();
+        let mut auth = txn(1);
+        auth.state = TxnState::Authorized;
+        auth.hold_expires_ms = Some(50);
+        changes.put_txn(&mut state, auth.clone());
+        let hold = index::hold(50, 1);
+        assert_eq!(state.index_entry(&hold), Some(Some(&[][..])));
         assert_eq!(
-            index.get("k9", holder),
-            Some(9),
-            "only the id it names goes"
+            state.index_entry(&index::by_key("key 1")),
+            Some(Some(&1u64.to_be_bytes()[..]))
         );
-        index.remove("k9", 9);
-        assert_eq!(index.get("k9", holder), None);
-        assert_eq!(index.len(), 1000);
+        let mut next = Changes::default();
+        auth.state = TxnState::Cleared;
+        next.put_txn(&mut state, auth);
+        // Only the hold's entry changes.
+        assert_eq!(next.index.len(), 1);
+        assert!(state.index_deleted(&hold));
+        let undo = next.undo_batch();
+        assert!(undo
+            .ops
+            .iter()
+            .any(|(k, v)| *k == hold && v.as_deref() == Some(&[][..])));
+        next.undo(&mut state);
+        assert_eq!(
+            state.txns.get(1).map(|t| t.state),
+            Some(TxnState::Authorized)
+        );
+        assert_eq!(
+            state.index_entry(&hold),
+            None,
+            "the undo leaves it to the store"
+        );
     }
 }

@@ -1,13 +1,15 @@
 //! Transaction history: the filter, the page of items and how a transaction
 //! is named for the channels. Read only: it never changes state and never
-//! touches HTTP, ISO 8583 or the store.
+//! touches HTTP or ISO 8583; it reads the store's transactions through the
+//! writer's [`Reader`] (the history indexes of `engine::index`).
 
 use super::rfc3339;
 use crate::domain::calendar;
 use crate::domain::model::{Txn, TxnState};
 use crate::domain::money::Currency;
 use crate::domain::outcome::Outcome;
-use crate::engine::state::State;
+use crate::engine::{index, Reader};
+use crate::store::{keys, StoreError};
 use serde::Serialize;
 
 /// Which transactions a history page lists.
@@ -109,8 +111,19 @@ fn kind_of(txn: &Txn) -> (&'static str, &'static str) {
     (kind, category)
 }
 
-/// A history page under a filter.
-pub fn history(state: &State, filter: &HistoryFilter) -> HistoryPage {
+/// Most transactions one page looks at: a page whose filter (a day range
+/// far back, a card within a balance) skips more ends early, with a cursor
+/// to go on from.
+pub const SCAN_MAX: usize = 10_000;
+
+/// Transactions read from the store at a time.
+const SCAN_PAGE: usize = 256;
+
+/// A history page under a filter, newest first: read from the index of the
+/// card (or balance, or every transaction) from the cursor down, without
+/// looking at newer transactions or older pages.
+pub fn history(reader: &Reader<'_>, filter: &HistoryFilter) -> Result<HistoryPage, StoreError> {
+    let state = reader.state;
     let card_balance = |txn: &Txn| {
         txn.card
             .as_ref()
@@ -118,70 +131,93 @@ pub fn history(state: &State, filter: &HistoryFilter) -> HistoryPage {
             .map(|c| c.balance.clone())
     };
     let limit = filter.limit.clamp(1, 500);
+    let prefix = match (&filter.card, &filter.balance) {
+        (Some(card), _) => index::prefix(index::BY_CARD, card),
+        (None, Some(balance)) => index::prefix(index::BY_BALANCE, balance),
+        (None, None) => keys::TXN.to_vec(),
+    };
     let mut items = Vec::new();
-    let mut next_cursor = None;
-    // Newest first, from the cursor down, without looking at older pages.
-    let below = filter
-        .before
-        .map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
-    let newest_first = state.txns.range((std::ops::Bound::Unbounded, below)).rev();
-    for (_, txn) in newest_first {
-        let mut balances: Vec<String> = txn.legs.iter().map(|l| l.balance.clone()).collect();
-        if let Some(b) = card_balance(txn) {
-            if !balances.contains(&b) {
-                balances.push(b);
+    let mut below = filter.before;
+    let mut scanned = 0usize;
+    loop {
+        let ids = reader.ids_below(&prefix, below, SCAN_PAGE)?;
+        let Some(&last) = ids.last() else {
+            return Ok(HistoryPage {
+                items,
+                next_cursor: None,
+            });
+        };
+        for id in ids {
+            scanned += 1;
+            let Some(txn) = reader.txn(id)? else {
+                continue;
+            };
+            let mut balances: Vec<String> = txn.legs.iter().map(|l| l.balance.clone()).collect();
+            if let Some(b) = card_balance(&txn) {
+                if !balances.contains(&b) {
+                    balances.push(b);
+                }
+            }
+            let day = calendar::date_of_ms(txn.at_ms);
+            if filter.from.is_some_and(|from| day < from) {
+                // Ids grow with time: everything below is older still.
+                return Ok(HistoryPage {
+                    items,
+                    next_cursor: None,
+                });
+            }
+            let wanted = filter.balance.as_ref().is_none_or(|b| balances.contains(b))
+                && filter
+                    .card
+                    .as_ref()
+                    .is_none_or(|c| txn.card.as_ref() == Some(c))
+                && filter.to.is_none_or(|to| day <= to);
+            if wanted {
+                if items.len() == limit {
+                    let next_cursor = items.last().map(|i: &HistoryItem| i.id);
+                    return Ok(HistoryPage { items, next_cursor });
+                }
+                items.push(item(&txn, balances));
+            }
+            if scanned >= SCAN_MAX {
+                // Go on from here on the next page.
+                return Ok(HistoryPage {
+                    items,
+                    next_cursor: Some(id),
+                });
             }
         }
-        if filter
-            .balance
-            .as_ref()
-            .is_some_and(|b| !balances.contains(b))
-        {
-            continue;
-        }
-        if filter
-            .card
-            .as_ref()
-            .is_some_and(|c| txn.card.as_ref() != Some(c))
-        {
-            continue;
-        }
-        let day = calendar::date_of_ms(txn.at_ms);
-        if filter.from.is_some_and(|from| day < from) || filter.to.is_some_and(|to| day > to) {
-            continue;
-        }
-        if items.len() == limit {
-            next_cursor = items.last().map(|i: &HistoryItem| i.id);
-            break;
-        }
-        let (kind, category) = kind_of(txn);
-        items.push(HistoryItem {
-            id: txn.id,
-            kind,
-            category,
-            state: txn.state,
-            outcome: if txn.outcome == Outcome::Approved {
-                "SUCCESS"
-            } else {
-                "DECLINED"
-            },
-            decline_reason: (txn.outcome != Outcome::Approved).then(|| txn.outcome.name()),
-            amount_minor: txn.amount_minor,
-            currency: txn
-                .currency
-                .and_then(Currency::from_numeric)
-                .map(|c| c.alpha),
-            created_at: rfc3339(txn.at_ms),
-            card_id: txn.card.clone(),
-            masked_pan: txn.pan_masked.clone(),
-            balance_ids: balances,
-            original_id: txn.original,
-            mcc: txn.mcc.clone(),
-            merchant_id: txn.merchant_id.clone(),
-            terminal_id: txn.terminal.clone(),
-        });
+        below = Some(last);
     }
-    HistoryPage { items, next_cursor }
+}
+
+fn item(txn: &Txn, balances: Vec<String>) -> HistoryItem {
+    let (kind, category) = kind_of(txn);
+    HistoryItem {
+        id: txn.id,
+        kind,
+        category,
+        state: txn.state,
+        outcome: if txn.outcome == Outcome::Approved {
+            "SUCCESS"
+        } else {
+            "DECLINED"
+        },
+        decline_reason: (txn.outcome != Outcome::Approved).then(|| txn.outcome.name()),
+        amount_minor: txn.amount_minor,
+        currency: txn
+            .currency
+            .and_then(Currency::from_numeric)
+            .map(|c| c.alpha),
+        created_at: rfc3339(txn.at_ms),
+        card_id: txn.card.clone(),
+        masked_pan: txn.pan_masked.clone(),
+        balance_ids: balances,
+        original_id: txn.original,
+        mcc: txn.mcc.clone(),
+        merchant_id: txn.merchant_id.clone(),
+        terminal_id: txn.terminal.clone(),
+    }
 }
 
 /// Parses a `YYYY-MM-DD` day.

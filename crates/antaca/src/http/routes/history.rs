@@ -1,6 +1,6 @@
 //! Transaction history of a balance or a card, paged and filtered by day.
 
-use super::scope::{balance_scope, customer_scope, day_param, inspect};
+use super::scope::{balance_scope, customer_scope, day_param, read};
 use super::{Call, Principal};
 use crate::http::api::{ok, ApiError, HttpResponse};
 use crate::http::HttpContext;
@@ -41,7 +41,8 @@ pub(super) async fn balance_history(
 ) -> Result<HttpResponse, ApiError> {
     let (balance, user, program) = balance_scope(&call)?;
     let mut filter = history_filter(&call)?;
-    let page = inspect(&ctx, move |state| {
+    let page = read(&ctx, move |reader| {
+        let state = reader.state;
         if user.is_some() {
             manage::balances::user_balance(state, &balance, user.as_deref(), program.as_deref())?;
         } else if !state.balances.contains_key(&balance) {
@@ -51,7 +52,7 @@ pub(super) async fn balance_history(
             });
         }
         filter.balance = Some(balance);
-        Ok(manage::history::history(state, &filter))
+        Ok(manage::history::history(reader, &filter))
     })
     .await?;
     ok(&page)
@@ -67,7 +68,8 @@ pub(super) async fn card_history(
         _ => Some(customer_scope(&call)?),
     };
     let mut filter = history_filter(&call)?;
-    let page = inspect(&ctx, move |state| {
+    let page = read(&ctx, move |reader| {
+        let state = reader.state;
         let missing = || ManageError::NotFound {
             code: ErrorCode::CardNotFound,
             message: format!("no card {card:?}"),
@@ -78,7 +80,7 @@ pub(super) async fn card_history(
                 .map_err(|_| missing())?;
         }
         filter.card = Some(card);
-        Ok(manage::history::history(state, &filter))
+        Ok(manage::history::history(reader, &filter))
     })
     .await?;
     ok(&page)

@@ -46,6 +46,26 @@ pub(super) async fn inspect<T: Send + 'static>(
     }
 }
 
+/// Reads the state and the store's transactions on the writer (history):
+/// `f`'s outer error is the store's (a 503), its inner one the caller's.
+pub(super) async fn read<T: Send + 'static>(
+    ctx: &HttpContext,
+    f: impl FnOnce(
+            &crate::engine::Reader<'_>,
+        ) -> Result<Result<T, crate::store::StoreError>, ManageError>
+        + Send
+        + 'static,
+) -> Result<T, ApiError> {
+    match ctx.engine.read(f).await {
+        Ok(Ok(Ok(value))) => Ok(value),
+        Ok(Ok(Err(e))) => Err(ApiError::from(crate::engine::ApplyError::Storage(
+            e.to_string(),
+        ))),
+        Ok(Err(e)) => Err(ApiError::from(e)),
+        Err(_) => Err(ApiError::from(crate::engine::ApplyError::Stopped)),
+    }
+}
+
 /// Changes the engine state on the writer; the change is committed before it answers.
 pub(super) async fn apply<T: Send + 'static>(
     ctx: &HttpContext,
