@@ -17,8 +17,12 @@
 //! committed through the engine.
 //!
 //! The sequence runs twice, each on a real `SledStore` in its own temporary
-//! directory: once straight through, once with one or two restarts at random
-//! points (engine and store dropped, both opened again from the directory).
+//! directory: once straight through with the default transaction cache and
+//! no prefetch (every lookup reads through), once with a cache of two
+//! transactions, each request prefetched as the writer does (and the
+//! prefetch must foresee every read: no read on the execute path), and one
+//! or two restarts at random points (engine and store dropped, both opened
+//! again from the directory).
 //! Every reply (`AuthResponse`: outcome, approval code, field 54) and every
 //! management result must be identical, and so must every balance
 //! (available, held, ledger) and the counters, both in the live engines and
@@ -60,9 +64,14 @@ fn secrets() -> CardSecrets {
     CardSecrets::from_key([7; 32])
 }
 
-fn config() -> EngineConfig {
+fn config(tiny: bool) -> EngineConfig {
     EngineConfig {
         hold_expiry: Duration::from_millis(HOLD_EXPIRY_MS),
+        txn_cache: if tiny {
+            2
+        } else {
+            EngineConfig::default().txn_cache
+        },
         ..EngineConfig::default()
     }
 }
@@ -170,7 +179,14 @@ enum Answer {
 }
 
 /// Every balance (available, held, ledger) and the counters.
-type Books = (Vec<(String, Decimal, Decimal, Decimal)>, u64, u64);
+/// Balances (id, available, held, ledger), the counters, and every
+/// history page of every card and balance (read from the indexes on disk).
+type Books = (
+    Vec<(String, Decimal, Decimal, Decimal)>,
+    u64,
+    u64,
+    Vec<String>,
+);
 
 fn books<S: antaca::store::Store>(engine: &Engine<S>) -> Books {
     let state = engine.state();
@@ -180,7 +196,53 @@ fn books<S: antaca::store::Store>(engine: &Engine<S>) -> Books {
         .map(|b| (b.id.clone(), b.available, b.held, b.ledger()))
         .collect();
     balances.sort();
-    (balances, state.next_txn, state.next_journal)
+    // Every page of every card's and balance's history, read from their
+    // indexes, must be the whole history (read by id) filtered.
+    let pages = |card: Option<&str>, balance: Option<&str>| {
+        let mut filter = antaca::manage::history::HistoryFilter {
+            card: card.map(str::to_string),
+            balance: balance.map(str::to_string),
+            limit: 7,
+            ..Default::default()
+        };
+        let mut items = Vec::new();
+        loop {
+            let page =
+                antaca::manage::history::history(&engine.reader(), &filter).expect("history");
+            items.extend(page.items);
+            match page.next_cursor {
+                Some(cursor) => filter.before = Some(cursor),
+                None => return items,
+            }
+        }
+    };
+    let all = pages(None, None);
+    let mut history = Vec::new();
+    for card in CARDS {
+        let indexed = pages(Some(card), None);
+        let filtered: Vec<_> = all
+            .iter()
+            .filter(|i| i.card_id.as_deref() == Some(card))
+            .cloned()
+            .collect();
+        assert_eq!(indexed, filtered, "the history of card {card}");
+    }
+    for balance in BALANCES {
+        let indexed = pages(None, Some(balance));
+        let filtered: Vec<_> = all
+            .iter()
+            .filter(|i| i.balance_ids.iter().any(|b| b == balance))
+            .cloned()
+            .collect();
+        assert_eq!(indexed, filtered, "the history of balance {balance}");
+    }
+    for item in &all {
+        history.push(format!(
+            "{} {} {:?} {} {:?}",
+            item.id, item.kind, item.state, item.outcome, item.original_id
+        ));
+    }
+    (balances, state.next_txn, state.next_journal, history)
 }
 
 /// A request with the fields an acquirer sends, at simulated time `now`.
@@ -225,23 +287,26 @@ impl Script {
 struct Run {
     engine: Option<Engine<SledStore>>,
     pans: Vec<String>,
+    /// A tiny cache, and every request prefetched.
+    tiny: bool,
 }
 
 impl Run {
-    fn open(dir: &Path) -> Engine<SledStore> {
+    fn open(dir: &Path, tiny: bool) -> Engine<SledStore> {
         let store = SledStore::open(dir).expect("open store");
-        Engine::open(store, config())
+        Engine::open(store, config(tiny))
             .expect("open engine")
             .with_secrets(secrets())
     }
 
-    fn new(dir: &Path) -> Run {
-        let mut engine = Run::open(dir);
+    fn new(dir: &Path, tiny: bool) -> Run {
+        let mut engine = Run::open(dir, tiny);
         let portfolio = Portfolio::read(&fixture("test-portfolio.json")).expect("portfolio");
         portfolio::import(&mut engine, &portfolio, &secrets(), T0).expect("import");
         Run {
             engine: Some(engine),
             pans: CARDS.iter().map(|c| pan(c)).collect(),
+            tiny,
         }
     }
 
@@ -256,8 +321,9 @@ impl Run {
 
     /// Drops the engine and its store and opens both again from `dir`.
     fn restart(&mut self, dir: &Path) {
+        self.check_prefetch();
         drop(self.engine.take());
-        self.engine = Some(Run::open(dir));
+        self.engine = Some(Run::open(dir, self.tiny));
     }
 
     fn send(&mut self, changes: &mut Changes, msg: &Message, now: u64) -> Answer {
@@ -265,8 +331,24 @@ impl Run {
             dialect: Dialect::Iso87,
         };
         match protocol::parse::parse(msg, profile, &secrets()) {
-            Ok(request) => Answer::Reply(self.engine().process(changes, &request, now)),
+            Ok(request) => {
+                if self.tiny {
+                    self.engine().prefetch(&request).expect("prefetch");
+                }
+                Answer::Reply(self.engine().process(changes, &request, now))
+            }
             Err(_) => Answer::Unparsed,
+        }
+    }
+
+    /// A prefetching run read nothing on the execute path.
+    fn check_prefetch(&mut self) {
+        if self.tiny {
+            assert_eq!(
+                self.engine().prefetch_misses(),
+                0,
+                "the prefetch missed reads"
+            );
         }
     }
 
@@ -288,8 +370,8 @@ impl Run {
 
 /// Runs `steps` in a fresh store under `dir`, restarting after the steps
 /// numbered in `restarts`; returns every answer and the books.
-fn run(dir: &Path, steps: &[Step], restarts: &[usize]) -> (Vec<Answer>, Books) {
-    let mut run = Run::new(dir);
+fn run(dir: &Path, steps: &[Step], restarts: &[usize], tiny: bool) -> (Vec<Answer>, Books) {
+    let mut run = Run::new(dir, tiny);
     let mut script = Script::default();
     let mut changes = Changes::default();
     let mut now = T0;
@@ -445,6 +527,7 @@ fn run(dir: &Path, steps: &[Step], restarts: &[usize]) -> (Vec<Answer>, Books) {
             run.restart(dir);
         }
     }
+    run.check_prefetch();
     let books = books(run.engine());
     (answers, books)
 }
@@ -459,7 +542,7 @@ fn pan_of(m: &Message) -> String {
 
 /// The books of the store in `dir`, opened again, and `verify`'s report.
 fn reopened(dir: &Path) -> (Books, antaca::tools::verify::Report) {
-    let engine = Run::open(dir);
+    let engine = Run::open(dir, false);
     let books = books(&engine);
     let report = antaca::tools::verify::verify(engine.store()).expect("verify");
     (books, report)
@@ -476,6 +559,16 @@ fn differences(a: &Books, b: &Books) -> String {
     if a.0.len() != b.0.len() {
         out.push_str(&format!("\n  {} vs {} balances", a.0.len(), b.0.len()));
     }
+    if let Some((x, y)) = a.3.iter().zip(&b.3).find(|(x, y)| x != y) {
+        out.push_str(&format!("\n  history: {x} vs {y}"));
+    }
+    if a.3.len() != b.3.len() {
+        out.push_str(&format!(
+            "\n  {} vs {} history items",
+            a.3.len(),
+            b.3.len()
+        ));
+    }
     if (a.1, a.2) != (b.1, b.2) {
         out.push_str(&format!(
             "\n  next_txn, next_journal: {:?} vs {:?}",
@@ -489,8 +582,8 @@ fn differences(a: &Books, b: &Books) -> String {
 fn check(steps: &[Step], restarts: &[usize]) -> Result<(), TestCaseError> {
     let straight_dir = tempfile::tempdir().expect("tempdir");
     let restarted_dir = tempfile::tempdir().expect("tempdir");
-    let (straight, straight_books) = run(straight_dir.path(), steps, &[]);
-    let (restarted, restarted_books) = run(restarted_dir.path(), steps, restarts);
+    let (straight, straight_books) = run(straight_dir.path(), steps, &[], false);
+    let (restarted, restarted_books) = run(restarted_dir.path(), steps, restarts, true);
     prop_assert!(
         !straight.contains(&Answer::Unparsed),
         "a generated message did not parse"
@@ -498,7 +591,7 @@ fn check(steps: &[Step], restarts: &[usize]) -> Result<(), TestCaseError> {
     if let Some(i) = (0..steps.len()).find(|&i| straight[i] != restarted[i]) {
         prop_assert!(
             false,
-            "step {i} ({:?}) answered {:?} straight through but {:?} with restarts after steps {restarts:?} (cards by index: {CARDS:?})",
+            "step {i} ({:?}) answered {:?} straight through but {:?} with a tiny cache, prefetch and restarts after steps {restarts:?} (cards by index: {CARDS:?})",
             steps[i].op,
             straight[i],
             restarted[i]

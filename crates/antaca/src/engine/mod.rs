@@ -535,6 +535,14 @@ impl<S: Store> Engine<S> {
         &self.state
     }
 
+    /// The state and the store's transactions, read only (tests, tools).
+    pub fn reader(&self) -> Reader<'_> {
+        Reader {
+            state: &self.state,
+            store: &self.store,
+        }
+    }
+
     /// The store.
     pub fn store(&self) -> &S {
         &self.store
