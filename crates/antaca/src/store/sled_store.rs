@@ -299,6 +299,18 @@ impl Store for SledStore {
         if start >= end {
             return Ok(Vec::new());
         }
+        if chunked(start) {
+            // Chunked records are put back together whole.
+            let prefix = &start[..2];
+            let all = read_prefix(&self.db, prefix)?;
+            let within = all.range(start.to_vec()..end.to_vec());
+            let pair = |(k, v): (&Vec<u8>, &Vec<u8>)| (k.clone(), v.clone());
+            return Ok(if reverse {
+                within.rev().take(limit).map(pair).collect()
+            } else {
+                within.take(limit).map(pair).collect()
+            });
+        }
         let iter = self.db.range(start..end);
         let mut out = Vec::new();
         let mut push = |item: sled::Result<(sled::IVec, sled::IVec)>| -> Result<bool, StoreError> {
