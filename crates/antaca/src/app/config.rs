@@ -25,8 +25,12 @@ pub enum LogFormat {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Data directory (sled store and data key).
+    /// Data directory (store and data key).
     pub data: PathBuf,
+    /// The store's backend: sled or fjall.
+    pub store: crate::store::Backend,
+    /// The store backend's memory budget, bytes (sled's page cache; fjall's block cache and memtables).
+    pub store_cache_bytes: u64,
     /// ISO 8583 listen address.
     pub iso_listen: String,
     /// HTTP listen address.
@@ -117,6 +121,8 @@ impl Default for Config {
         let http = crate::http::HttpConfig::default();
         Config {
             data: serve.data,
+            store: serve.store.backend.unwrap_or_default(),
+            store_cache_bytes: serve.store.cache_bytes,
             iso_listen: serve.iso_listen,
             http_listen: serve.http_listen,
             secure_listen: serve.secure_listen.unwrap_or_default(),
@@ -160,6 +166,8 @@ impl Default for Config {
 /// Every key, in file order.
 pub const KEYS: &[&str] = &[
     "data",
+    "store",
+    "store_cache_bytes",
     "iso_listen",
     "http_listen",
     "secure_listen",
@@ -209,7 +217,11 @@ fn numeric(key: &str) -> bool {
         || key.starts_with("max_")
         || matches!(
             key,
-            "engine_batch_max" | "engine_queue_depth" | "http_max_connections" | "http_body_limit"
+            "engine_batch_max"
+                | "engine_queue_depth"
+                | "http_max_connections"
+                | "http_body_limit"
+                | "store_cache_bytes"
         )
 }
 
@@ -332,6 +344,11 @@ impl Config {
         }
         Ok(ServeOptions {
             data: self.data.clone(),
+            store: crate::store::StoreConfig {
+                backend: Some(self.store),
+                cache_bytes: positive("store_cache_bytes", self.store_cache_bytes)?,
+                ..crate::store::StoreConfig::default()
+            },
             iso_listen: self.iso_listen.clone(),
             http_listen: self.http_listen.clone(),
             secure_listen: (!self.secure_listen.is_empty()).then(|| self.secure_listen.clone()),
@@ -506,6 +523,29 @@ mod tests {
             .to_serve_options()
             .expect("options");
         assert_eq!(options.outbox_sent_retention, Duration::from_hours(7 * 24));
+    }
+
+    #[test]
+    fn the_store_is_sled_by_default_and_chosen_by_its_key() {
+        let config = Config::resolve(None, no_env).expect("config");
+        assert_eq!(config.store, crate::store::Backend::Sled);
+        let options = config.to_serve_options().expect("options");
+        assert_eq!(options.store.backend, Some(crate::store::Backend::Sled));
+        assert_eq!(options.store.cache_bytes, crate::store::CACHE_BYTES_DEFAULT);
+        let env = |name: &str| match name {
+            "ANTACA_STORE" => Some("fjall".to_string()),
+            "ANTACA_STORE_CACHE_BYTES" => Some("1048576".to_string()),
+            _ => None,
+        };
+        let options = Config::resolve(Some(("f.toml", "store = \"sled\"\n")), env)
+            .expect("config")
+            .to_serve_options()
+            .expect("options");
+        assert_eq!(options.store.backend, Some(crate::store::Backend::Fjall));
+        assert_eq!(options.store.cache_bytes, 1 << 20);
+        let env = |name: &str| (name == "ANTACA_STORE").then(|| "rocks".to_string());
+        let e = Config::resolve(None, env).expect_err("unknown backend");
+        assert!(e.to_string().contains("ANTACA_STORE"), "{e}");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use crate::domain::model::{
     Account, Balance, BalanceOwner, Card, EntryKind, JournalEntry, Program, Txn, TxnState, User,
 };
 use crate::domain::outcome::Outcome;
-use crate::store::{keys, SledStore, Store, StoreError};
+use crate::store::{keys, Backend, DiskStore, Store, StoreConfig, StoreError};
 use rust_decimal::Decimal;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -120,10 +120,17 @@ impl std::error::Error for OpenError {}
 /// Opens the existing store in `dir` (never creates one) and verifies it.
 pub fn verify_dir(dir: &Path) -> Result<Report, OpenError> {
     let shown = dir.display().to_string();
-    if !dir.join("sled").join("conf").is_file() && !dir.join("sled").join("db").is_file() {
-        return Err(OpenError::NoStore(shown));
-    }
-    let store = SledStore::open(dir).map_err(|e| match &e {
+    // Either backend: the one whose files the directory holds.
+    let backend = match Backend::detect(dir) {
+        Ok(Some(backend)) => backend,
+        Ok(None) => return Err(OpenError::NoStore(shown)),
+        Err(e) => return Err(OpenError::Store(format!("{shown}: {e}"))),
+    };
+    let config = StoreConfig {
+        backend: Some(backend),
+        ..StoreConfig::default()
+    };
+    let store = DiskStore::open_with(dir, config).map_err(|e| match &e {
         StoreError::Locked(_) => OpenError::InUse(shown.clone()),
         _ => OpenError::Store(format!("{shown}: {e}")),
     })?;

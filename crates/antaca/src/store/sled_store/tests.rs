@@ -437,7 +437,7 @@ fn ranges_agree_with_a_model_across_overlay_and_backend(backend: Backend) {
     let key = |n: u64| format!("hc/{:02}/{n:020}", n % 3).into_bytes();
     for round in 0..60u64 {
         let mut batch = WriteBatch::default();
-        for _ in 0..1 + rng.below(6) {
+        for _ in 0..=rng.below(6) {
             let k = key(rng.below(40));
             if rng.below(3) == 0 {
                 model.remove(&k);
