@@ -46,7 +46,7 @@ enum Commands {
         #[arg(long, default_value = "./antaca-data")]
         data: PathBuf,
         /// Store backend of a new data directory: sled or fjall [default: what
-        /// the directory holds, else ANTACA_STORE, else sled].
+        /// the directory holds, else ANTACA_STORE, else fjall].
         #[arg(long)]
         store: Option<antaca::store::Backend>,
         /// Portfolio JSON file.
@@ -119,12 +119,15 @@ struct ServeArgs {
     /// Data directory (store and data key) [default: ./antaca-data].
     #[arg(long)]
     data: Option<PathBuf>,
-    /// Store backend: sled or fjall; a data directory holding the other one's store is refused [default: sled].
+    /// Store backend: sled or fjall; a data directory holding the other one's store is refused [default: the directory's own; fjall for a new store].
     #[arg(long)]
     store: Option<antaca::store::Backend>,
     /// The store backend's memory budget in bytes: sled's page cache, fjall's block cache and memtables [default: 268435456].
     #[arg(long)]
     store_cache_bytes: Option<u64>,
+    /// The engine's memory budget, MiB: a quarter each for the transaction cache and (unless --store-cache-bytes) the store backend [default: 1024].
+    #[arg(long)]
+    memory_budget_mb: Option<u64>,
     /// ISO 8583 listen address; port 0 picks a free port [default: 127.0.0.1:8583].
     #[arg(long)]
     iso_listen: Option<String>,
@@ -241,10 +244,11 @@ impl ServeArgs {
                 $(if let Some(v) = self.$field { config.$field = Some(v); })*
             };
         }
+        set_some!(store);
         set!(
             data,
-            store,
             store_cache_bytes,
+            memory_budget_mb,
             iso_listen,
             http_listen,
             secure_listen,

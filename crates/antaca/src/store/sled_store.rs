@@ -66,7 +66,7 @@ pub struct StoreConfig {
     /// thread is given it (segments filling up hand it over sooner).
     pub checkpoint_interval: Duration,
     /// The backend. `None`: the one the data directory holds; for a new
-    /// store, the one `ANTACA_STORE` names, else sled. With `Some`, a
+    /// store, the one `ANTACA_STORE` names, else fjall. With `Some`, a
     /// directory that holds the other backend's store is refused.
     pub backend: Option<Backend>,
     /// The backend's memory budget, bytes: sled's page cache; fjall's block

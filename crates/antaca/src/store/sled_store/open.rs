@@ -1,5 +1,5 @@
 //! Opening and closing the store: the backend chosen (the configured one,
-//! else the one the directory holds, else `ANTACA_STORE`, else sled) and
+//! else the one the directory holds, else `ANTACA_STORE`, else fjall) and
 //! opened (a directory holding the other backend's store is refused), an
 //! older sled store's chunked transactions migrated (`migrate.rs`), the
 //! write-ahead log replayed into the backend above the checkpointed lsn
@@ -32,7 +32,7 @@ impl DiskStore {
     }
 
     /// The backend `config` asks for, else the one `dir` holds, else the one
-    /// `ANTACA_STORE` names, else sled.
+    /// `ANTACA_STORE` names, else fjall.
     pub fn choose_backend(dir: &Path, config: &StoreConfig) -> Result<Backend, StoreError> {
         if let Some(backend) = config.backend {
             return Ok(backend);
