@@ -496,6 +496,7 @@ mod tests {
             ekyc_callback_secret: Some("s".into()),
             zpk_hex_env: Some("V".into()),
             zpk_hex: Some("00".into()),
+            store: Some(crate::store::Backend::Fjall),
             ..Config::default()
         };
         let toml::Value::Table(table) = toml::Value::try_from(&all).expect("table") else {

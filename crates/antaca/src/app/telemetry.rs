@@ -8,9 +8,18 @@ use super::BoxError;
 
 /// Installs the process's log subscriber: `filter` in `EnvFilter` syntax
 /// (e.g. `info,antaca=debug`), lines to stderr in `format`.
+/// The store backend's own crates log their routine work (creating a
+/// database, flushing a memtable) at info; they speak at warn unless the
+/// filter names them.
 pub fn init_logging(format: LogFormat, filter: &str) -> Result<(), BoxError> {
-    let filter =
-        tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| format!("log filter: {e}"))?;
+    let mut directives = filter.to_string();
+    for quiet in ["fjall", "lsm_tree"] {
+        if !directives.contains(quiet) {
+            directives.push_str(&format!(",{quiet}=warn"));
+        }
+    }
+    let filter = tracing_subscriber::EnvFilter::try_new(directives.trim_start_matches(','))
+        .map_err(|e| format!("log filter: {e}"))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
