@@ -46,10 +46,24 @@ pub(super) fn chunked_range(start: &[u8], end: Option<&[u8]>) -> bool {
     below_end && above_start
 }
 
+/// The key of part `part` of the chunks of the checkpoint up to `upto`: `l/{upto:020}/{part:06}`.
 pub(super) fn chunk_key(upto: u64, part: u32) -> Vec<u8> {
     let mut key = keys::numbered(keys::CHUNK, upto);
     key.extend_from_slice(format!("/{part:06}").as_bytes());
     key
+}
+
+/// The lsn of a chunk's key.
+pub(super) fn chunk_lsn(key: &[u8]) -> Result<u64, StoreError> {
+    key.get(keys::CHUNK.len()..keys::CHUNK.len() + 20)
+        .and_then(|digits| std::str::from_utf8(digits).ok())
+        .and_then(|digits| digits.parse().ok())
+        .ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "log chunk key {} is malformed",
+                String::from_utf8_lossy(key)
+            ))
+        })
 }
 
 /// Every record with `start <= key < end` (`None`: no end) as the reader
@@ -104,5 +118,7 @@ mod tests {
         assert_eq!(prefix_end(b"j/"), Some(b"j0".to_vec()));
         assert_eq!(prefix_end(&[b'a', 0xff]), Some(b"b".to_vec()));
         assert_eq!(prefix_end(&[0xff]), None);
+        assert_eq!(chunk_lsn(&chunk_key(42, 7)).expect("lsn"), 42);
+        assert!(chunk_lsn(b"l/4").is_err());
     }
 }

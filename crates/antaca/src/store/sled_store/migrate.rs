@@ -3,8 +3,13 @@
 //! only a full scan could put back together. Each chunk's `t/` writes become
 //! plain keys and the chunk is rewritten with its journal writes only (or
 //! removed), oldest chunk first, a few MiB of chunks per sled batch, each
-//! batch made durable before the next; then `m/store_layout` records that
-//! the store is migrated, so that later opens skip the scan.
+//! batch made durable before the next.
+//!
+//! `m/plain_chunks_upto` is the lsn up to which no chunk holds a `t/`
+//! write: the migration records it at its end, and every checkpoint that
+//! writes chunks advances it in the same batch. An open scans only the
+//! chunks above it: none, unless an older binary ran on the store meanwhile
+//! (a rollback), whose chunks are migrated in turn.
 //!
 //! Crash-safe and idempotent: a read is sled's own keys with the chunks'
 //! writes on top, oldest first, and every step keeps that unchanged (a
@@ -16,14 +21,19 @@
 //! It runs before the log is replayed (the replay's `t/` writes are newer
 //! than every chunk's) and never reads the log.
 
+use super::backend::parse_lsn;
+use super::chunks::{chunk_key, chunk_lsn};
 use super::sled_target::SledTarget;
 use crate::store::wal::{decode_ops, encode_ops, Op};
 use crate::store::{keys, StoreError};
 
-/// `m/store_layout`: which layout of sled the store is in.
-const LAYOUT: &str = "store_layout";
-/// Transactions are plain keys; chunks hold journal entries only.
-const PLAIN_TRANSACTIONS: &[u8] = b"2";
+/// `m/plain_chunks_upto`: no chunk up to this lsn holds a transaction.
+const PLAIN_UPTO: &str = "plain_chunks_upto";
+
+/// The key of `m/plain_chunks_upto`.
+pub(super) fn plain_upto_key() -> Vec<u8> {
+    keys::key(keys::META, PLAIN_UPTO)
+}
 /// Bytes of chunks rewritten in one sled batch.
 pub(super) const STEP_BYTES: usize = 8 << 20;
 
@@ -37,21 +47,24 @@ pub(super) struct Migrated {
 }
 
 impl SledTarget {
-    /// Moves the `t/` writes of the log chunks to plain keys, unless
-    /// `m/store_layout` says it is done. `stop_after` (tests) stops after
-    /// that many batches, as a crash would, without recording the layout.
+    /// Moves the `t/` writes of the log chunks above `m/plain_chunks_upto`
+    /// to plain keys, then records the newest chunk's lsn there.
+    /// `stop_after` (tests) stops after that many batches, as a crash
+    /// would, without recording it.
     pub(super) fn migrate(
         &mut self,
         step_bytes: usize,
         stop_after: Option<usize>,
     ) -> Result<Migrated, StoreError> {
-        let layout = keys::key(keys::META, LAYOUT);
-        if self.db.get(&layout)?.as_deref() == Some(PLAIN_TRANSACTIONS) {
-            return Ok(Migrated::default());
-        }
+        let plain_upto = parse_lsn(self.db.get(plain_upto_key())?.as_deref())?;
+        let mut cursor = if plain_upto == 0 {
+            keys::CHUNK.to_vec()
+        } else {
+            chunk_key(plain_upto.saturating_add(1), 0)
+        };
         let mut migrated = Migrated::default();
         let mut steps = 0usize;
-        let mut cursor = keys::CHUNK.to_vec();
+        let mut newest = None;
         loop {
             let mut batch = sled::Batch::default();
             let mut bytes = 0usize;
@@ -89,6 +102,7 @@ impl SledTarget {
                 }
             }
             let Some(last) = last else { break };
+            newest = Some(last.clone());
             self.db.apply_batch(batch)?;
             self.flush()?;
             steps += 1;
@@ -98,7 +112,12 @@ impl SledTarget {
             cursor = last;
             cursor.push(0);
         }
-        self.db.insert(layout, PLAIN_TRANSACTIONS)?;
+        let Some(newest) = newest else {
+            return Ok(migrated);
+        };
+        let lsn = chunk_lsn(&newest)?;
+        self.db
+            .insert(plain_upto_key(), lsn.to_string().into_bytes())?;
         self.flush()?;
         if migrated.chunks > 0 {
             tracing::info!(
@@ -116,13 +135,13 @@ impl SledTarget {
 pub(super) fn old_chunk(db: &sled::Db, upto: u64, part: u32, ops: &[Op]) -> Result<(), StoreError> {
     let mut value = Vec::new();
     encode_ops(&mut value, ops);
-    db.insert(super::chunks::chunk_key(upto, part), value)?;
+    db.insert(chunk_key(upto, part), value)?;
     Ok(())
 }
 
-/// Forgets that the store is migrated (tests build old stores with it).
+/// Forgets how far the chunks are known to be migrated (tests build old stores with it).
 #[cfg(test)]
 pub(super) fn forget_layout(db: &sled::Db) -> Result<(), StoreError> {
-    db.remove(keys::key(keys::META, LAYOUT))?;
+    db.remove(plain_upto_key())?;
     Ok(())
 }

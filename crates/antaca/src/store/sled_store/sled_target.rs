@@ -11,6 +11,7 @@
 
 use super::backend::{wal_lsn_key, Writes};
 use super::chunks::{chunk_key, chunked, CHUNK_BYTES};
+use super::migrate::plain_upto_key;
 use crate::store::wal::{encode_ops, Op};
 use crate::store::StoreError;
 use std::collections::HashSet;
@@ -144,6 +145,10 @@ impl SledTarget {
                 start = i + 1;
                 bytes = 0;
             }
+        }
+        if part > 0 {
+            // Every chunk up to here holds journal entries only (`migrate.rs`).
+            batch.insert(plain_upto_key(), upto.to_string().into_bytes());
         }
         self.db.apply_batch(batch)?;
         self.flush()?;

@@ -129,7 +129,7 @@ fn transactions_are_keys_and_journal_entries_read_back_from_log_chunks(backend: 
     assert_eq!(
         store.scan_prefix(b"").expect("scan").len(),
         9 + 49 + 2 + usize::from(backend == Backend::Sled),
-        "plus m/wal_lsn (and sled's m/store_layout)"
+        "plus m/wal_lsn (and sled's m/plain_chunks_upto)"
     );
 }
 
@@ -562,8 +562,12 @@ fn a_directory_of_the_other_backend_is_refused(backend: Backend) {
 /// one older transaction as a plain key under them, and no layout mark.
 fn old_sled_store(dir: &Path) {
     {
+        // Three log records, so that the chunks below (lsn 1 to 3) are
+        // checkpoints the log went through, as in a real store.
         let mut store = DiskStore::open_with(dir, manual(Backend::Sled)).expect("open");
-        store.commit(put("b/one", "10")).expect("commit");
+        for value in ["8", "9", "10"] {
+            store.commit(put("b/one", value)).expect("commit");
+        }
     }
     let mut sled = sled_target::SledTarget::open(&dir.join("sled"), 16 << 20).expect("sled");
     let db = sled.db.clone();
@@ -657,6 +661,49 @@ fn an_older_sled_store_has_its_chunked_transactions_migrated_once() {
     );
     drop(sled);
     assert_migrated(dir.path());
+}
+
+#[test]
+fn chunks_an_older_binary_wrote_after_the_migration_are_migrated_too() {
+    // A rollback: the older binary checkpoints transactions into chunks
+    // again, above the lsn the migration recorded.
+    let dir = tempfile::tempdir().expect("tempdir");
+    old_sled_store(dir.path());
+    assert_migrated(dir.path());
+    {
+        let mut store = DiskStore::open_with(dir.path(), manual(Backend::Sled)).expect("open");
+        let mut batch = put("b/one", "11");
+        batch.put(keys::numbered(keys::JOURNAL, 3), b"j3".to_vec());
+        store.commit(batch).expect("commit");
+    }
+    let sled = sled_target::SledTarget::open(&dir.path().join("sled"), 16 << 20).expect("sled");
+    let txn = |n: u64| keys::numbered(keys::TXN, n);
+    let upto = super::backend::parse_lsn(
+        sled.db
+            .get(migrate::plain_upto_key())
+            .expect("get")
+            .as_deref(),
+    )
+    .expect("lsn");
+    assert_eq!(upto, 4, "the checkpoint of record 4 advanced the mark");
+    migrate::old_chunk(
+        &sled.db,
+        upto + 1,
+        0,
+        &[(txn(4), Some(b"t4".to_vec())), (txn(0), None)],
+    )
+    .expect("chunk");
+    drop(sled);
+    let store = DiskStore::open_with(dir.path(), manual(Backend::Sled)).expect("open");
+    assert_eq!(
+        store.backend_get(&txn(4)).expect("get"),
+        Some(b"t4".to_vec())
+    );
+    assert_eq!(store.get(&txn(0)).expect("get"), None);
+    assert_eq!(store.get(&txn(1)).expect("get"), Some(b"t1-again".to_vec()));
+    assert_eq!(store.scan_prefix(keys::JOURNAL).expect("scan").len(), 3);
+    drop(store);
+    assert_eq!(chunk_contents(dir.path()), (0, 3));
 }
 
 #[test]
