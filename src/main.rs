@@ -45,6 +45,10 @@ enum Commands {
         /// Data directory.
         #[arg(long, default_value = "./antaca-data")]
         data: PathBuf,
+        /// Store backend of a new data directory: sled or fjall [default: what
+        /// the directory holds, else ANTACA_STORE, else fjall].
+        #[arg(long)]
+        store: Option<antaca::store::Backend>,
         /// Portfolio JSON file.
         file: PathBuf,
     },
@@ -112,9 +116,18 @@ struct ServeArgs {
     /// Print the effective configuration (TOML, secrets redacted) and exit.
     #[arg(long)]
     print_config: bool,
-    /// Data directory (sled store and data key) [default: ./antaca-data].
+    /// Data directory (store and data key) [default: ./antaca-data].
     #[arg(long)]
     data: Option<PathBuf>,
+    /// Store backend: sled or fjall; a data directory holding the other one's store is refused [default: the directory's own; fjall for a new store].
+    #[arg(long)]
+    store: Option<antaca::store::Backend>,
+    /// The store backend's memory budget in bytes: sled's page cache, fjall's block cache and memtables [default: 268435456].
+    #[arg(long)]
+    store_cache_bytes: Option<u64>,
+    /// The engine's memory budget, MiB: a quarter each for the transaction cache and (unless --store-cache-bytes) the store backend [default: 1024].
+    #[arg(long)]
+    memory_budget_mb: Option<u64>,
     /// ISO 8583 listen address; port 0 picks a free port [default: 127.0.0.1:8583].
     #[arg(long)]
     iso_listen: Option<String>,
@@ -231,8 +244,11 @@ impl ServeArgs {
                 $(if let Some(v) = self.$field { config.$field = Some(v); })*
             };
         }
+        set_some!(store);
         set!(
             data,
+            store_cache_bytes,
+            memory_budget_mb,
             iso_listen,
             http_listen,
             secure_listen,
@@ -338,7 +354,7 @@ fn main() -> ExitCode {
         Commands::Serve(args) => serve(*args),
         Commands::Send(args) => send(args),
         Commands::Admin(AdminCommand::Add { data, login, role }) => add_admin(&data, &login, role),
-        Commands::Import { data, file } => import(&data, &file),
+        Commands::Import { data, store, file } => import(&data, store, &file),
         Commands::Ca(command) => ca(command),
         Commands::Sim(args) => antaca_sim::cli::main(args),
         Commands::Verify { data } => return verify(&data),
@@ -432,8 +448,16 @@ fn ca(command: CaCommand) -> Result<(), BoxError> {
     Ok(())
 }
 
-fn import(data: &Path, file: &Path) -> Result<(), BoxError> {
-    let (mut engine, secrets) = app::open(data, EngineConfig::default())?;
+fn import(
+    data: &Path,
+    backend: Option<antaca::store::Backend>,
+    file: &Path,
+) -> Result<(), BoxError> {
+    let store = antaca::store::StoreConfig {
+        backend,
+        ..antaca::store::StoreConfig::default()
+    };
+    let (mut engine, secrets) = app::open_with_store(data, store, EngineConfig::default())?;
     let portfolio = Portfolio::read(file)?;
     let summary = portfolio::import(&mut engine, &portfolio, &secrets, now_ms())?;
     println!(

@@ -13,10 +13,12 @@
 //! the same approval code; after a second kill the store must show that they
 //! moved no money (balances, journal and transaction counters unchanged).
 //!
-//! `cargo test` runs a short run (5 cycles). The long run:
+//! `cargo test` runs a short run (5 cycles) on each store backend (sled,
+//! fjall). The long run (on sled, or on the backend `ANTACA_STORE` names):
 //!
 //! ```sh
 //! ANTACA_CRASH_CYCLES=200 cargo test --test crash -- --ignored --nocapture
+//! ANTACA_STORE=fjall ANTACA_CRASH_CYCLES=200 cargo test --test crash -- --ignored --nocapture
 //! ```
 //!
 //! The test prints the cycles survived and the approvals checked; never card data.
@@ -28,7 +30,7 @@ use antaca::domain::outcome::Dialect;
 use antaca::iso8583::{Message, Spec};
 use antaca::protocol::{self, Profile};
 use antaca::security::secrets::CardSecrets;
-use antaca::store::{keys, SledStore, Store};
+use antaca::store::{keys, Backend, DiskStore, Store};
 use bytes::{Bytes, BytesMut};
 use common::{field, fixture, original_data, pan, request, Decimal};
 use rand::{Rng, SeedableRng};
@@ -48,13 +50,14 @@ struct Server {
 }
 
 impl Server {
-    /// Starts `antaca serve` on the store in `dir` and waits for its banner.
-    fn start(dir: &Path, portfolio: bool) -> Server {
+    /// Starts `antaca serve` on the `backend` store in `dir` and waits for its banner.
+    fn start(dir: &Path, backend: Backend, portfolio: bool) -> Server {
         let mut command = Command::new(env!("CARGO_BIN_EXE_antaca"));
         command
             .arg("serve")
             .arg("--data")
             .arg(dir)
+            .args(["--store", backend.name()])
             .args(["--iso-listen", "127.0.0.1:0"])
             .args(["--http-listen", "127.0.0.1:0"])
             .args(["--secure-listen", "127.0.0.1:0"])
@@ -221,7 +224,8 @@ struct Snapshot {
 }
 
 fn snapshot(dir: &Path) -> Snapshot {
-    let store = SledStore::open(dir).expect("open the store after the kill");
+    // Whichever backend the directory holds.
+    let store = DiskStore::open(dir).expect("open the store after the kill");
     let balances = store
         .scan_prefix(keys::BALANCE)
         .expect("scan")
@@ -355,17 +359,17 @@ fn client_cards() -> Vec<Vec<String>> {
     ]
 }
 
-fn run(cycles: usize) {
+fn run(cycles: usize, backend: Backend) {
     let dir = tempfile::tempdir().expect("tempdir");
     let seed = rand::random::<u64>();
-    println!("crash test: {cycles} cycles, seed {seed}");
+    println!("crash test on {backend}: {cycles} cycles, seed {seed}");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let stans = Arc::new(AtomicU32::new(rng.gen_range(0..500_000)));
     let mut approvals: Vec<Approval> = Vec::new();
     let mut checked = 0usize;
     let mut duplicates = 0usize;
     let started = Instant::now();
-    let mut server = Some(Server::start(dir.path(), true));
+    let mut server = Some(Server::start(dir.path(), backend, true));
     let secrets = CardSecrets::load_or_create(dir.path()).expect("data key");
     for cycle in 1..=cycles {
         // Load, then SIGKILL at a random moment.
@@ -399,7 +403,7 @@ fn run(cycles: usize) {
         for i in rand::seq::index::sample(&mut rng, from, from.min(64)) {
             sample.push(approvals[i].clone());
         }
-        let again = Server::start(dir.path(), false);
+        let again = Server::start(dir.path(), backend, false);
         resend(again.iso, &sample, &mut rng, cycle);
         duplicates += sample.len();
         again.kill();
@@ -419,12 +423,12 @@ fn run(cycles: usize) {
             sample.len()
         );
         if cycle < cycles {
-            server = Some(Server::start(dir.path(), false));
+            server = Some(Server::start(dir.path(), backend, false));
         }
     }
     verify_exits_0(dir.path(), cycles);
     println!(
-        "crash test: survived {cycles} SIGKILL cycles in {:.1} s; {} approvals received, {checked} approval checks, {duplicates} duplicates re-sent",
+        "crash test on {backend}: survived {cycles} SIGKILL cycles in {:.1} s; {} approvals received, {checked} approval checks, {duplicates} duplicates re-sent",
         started.elapsed().as_secs_f64(),
         approvals.len()
     );
@@ -433,7 +437,12 @@ fn run(cycles: usize) {
 
 #[test]
 fn approvals_survive_sigkill_and_duplicates_move_nothing() {
-    run(5);
+    run(5, Backend::Sled);
+}
+
+#[test]
+fn approvals_survive_sigkill_and_duplicates_move_nothing_on_fjall() {
+    run(5, Backend::Fjall);
 }
 
 #[test]
@@ -443,5 +452,8 @@ fn approvals_survive_many_sigkills() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200);
-    run(cycles);
+    let backend = Backend::from_env()
+        .expect("ANTACA_STORE is sled or fjall")
+        .unwrap_or_default();
+    run(cycles, backend);
 }

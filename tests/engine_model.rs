@@ -563,11 +563,7 @@ fn differences(a: &Books, b: &Books) -> String {
         out.push_str(&format!("\n  history: {x} vs {y}"));
     }
     if a.3.len() != b.3.len() {
-        out.push_str(&format!(
-            "\n  {} vs {} history items",
-            a.3.len(),
-            b.3.len()
-        ));
+        out.push_str(&format!("\n  {} vs {} history items", a.3.len(), b.3.len()));
     }
     if (a.1, a.2) != (b.1, b.2) {
         out.push_str(&format!(

@@ -8,6 +8,13 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The default engine memory budget, MiB.
+pub const MEMORY_BUDGET_MB: u64 = 1024;
+
+/// What a cached transaction costs, bytes (the record, its strings, the
+/// map's slot and the eviction queue's), to size the cache from the budget.
+pub const TXN_CACHE_ENTRY_BYTES: u64 = 640;
+
 /// What `--print-config` shows instead of a secret.
 pub const REDACTED: &str = "<redacted>";
 
@@ -25,8 +32,18 @@ pub enum LogFormat {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Data directory (sled store and data key).
+    /// Data directory (store and data key).
     pub data: PathBuf,
+    /// The store's backend: sled or fjall.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<crate::store::Backend>,
+    /// The store backend's memory budget, bytes (sled's page cache; fjall's
+    /// block cache and memtables); 0: a quarter of `memory_budget_mb`.
+    pub store_cache_bytes: u64,
+    /// The engine's memory budget, MiB: a quarter for the transaction cache,
+    /// a quarter for the store backend (unless `store_cache_bytes` is set),
+    /// the rest for the log's overlay, the batch in flight and the portfolio.
+    pub memory_budget_mb: u64,
     /// ISO 8583 listen address.
     pub iso_listen: String,
     /// HTTP listen address.
@@ -117,6 +134,9 @@ impl Default for Config {
         let http = crate::http::HttpConfig::default();
         Config {
             data: serve.data,
+            store: serve.store.backend,
+            store_cache_bytes: 0,
+            memory_budget_mb: MEMORY_BUDGET_MB,
             iso_listen: serve.iso_listen,
             http_listen: serve.http_listen,
             secure_listen: serve.secure_listen.unwrap_or_default(),
@@ -160,6 +180,9 @@ impl Default for Config {
 /// Every key, in file order.
 pub const KEYS: &[&str] = &[
     "data",
+    "store",
+    "store_cache_bytes",
+    "memory_budget_mb",
     "iso_listen",
     "http_listen",
     "secure_listen",
@@ -209,7 +232,12 @@ fn numeric(key: &str) -> bool {
         || key.starts_with("max_")
         || matches!(
             key,
-            "engine_batch_max" | "engine_queue_depth" | "http_max_connections" | "http_body_limit"
+            "engine_batch_max"
+                | "engine_queue_depth"
+                | "http_max_connections"
+                | "http_body_limit"
+                | "store_cache_bytes"
+                | "memory_budget_mb"
         )
 }
 
@@ -330,8 +358,18 @@ impl Config {
         ] {
             positive(key, n as u64)?;
         }
+        let budget = positive("memory_budget_mb", self.memory_budget_mb)?.saturating_mul(1 << 20);
         Ok(ServeOptions {
             data: self.data.clone(),
+            store: crate::store::StoreConfig {
+                backend: self.store,
+                cache_bytes: if self.store_cache_bytes == 0 {
+                    budget / 4
+                } else {
+                    self.store_cache_bytes
+                },
+                ..crate::store::StoreConfig::default()
+            },
             iso_listen: self.iso_listen.clone(),
             http_listen: self.http_listen.clone(),
             secure_listen: (!self.secure_listen.is_empty()).then(|| self.secure_listen.clone()),
@@ -350,7 +388,9 @@ impl Config {
                 hold_expiry: secs(self.hold_expiry_days.saturating_mul(24 * 3600)),
                 batch_max: self.engine_batch_max,
                 queue_depth: self.engine_queue_depth,
-                txn_cache: crate::engine::state::DEFAULT_TXN_CACHE,
+                txn_cache: usize::try_from(budget / 4 / TXN_CACHE_ENTRY_BYTES)
+                    .unwrap_or(usize::MAX)
+                    .max(1),
             },
             sweep_interval: secs(positive("sweep_interval_secs", self.sweep_interval_secs)?),
             http: crate::http::HttpConfig {
@@ -506,6 +546,29 @@ mod tests {
             .to_serve_options()
             .expect("options");
         assert_eq!(options.outbox_sent_retention, Duration::from_hours(7 * 24));
+    }
+
+    #[test]
+    fn the_store_is_sled_by_default_and_chosen_by_its_key() {
+        let config = Config::resolve(None, no_env).expect("config");
+        assert_eq!(config.store, None, "the directory's own, else fjall");
+        let options = config.to_serve_options().expect("options");
+        assert_eq!(options.store.backend, None);
+        assert_eq!(options.store.cache_bytes, crate::store::CACHE_BYTES_DEFAULT);
+        let env = |name: &str| match name {
+            "ANTACA_STORE" => Some("fjall".to_string()),
+            "ANTACA_STORE_CACHE_BYTES" => Some("1048576".to_string()),
+            _ => None,
+        };
+        let options = Config::resolve(Some(("f.toml", "store = \"sled\"\n")), env)
+            .expect("config")
+            .to_serve_options()
+            .expect("options");
+        assert_eq!(options.store.backend, Some(crate::store::Backend::Fjall));
+        assert_eq!(options.store.cache_bytes, 1 << 20);
+        let env = |name: &str| (name == "ANTACA_STORE").then(|| "rocks".to_string());
+        let e = Config::resolve(None, env).expect_err("unknown backend");
+        assert!(e.to_string().contains("ANTACA_STORE"), "{e}");
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::manage::portfolio::{self, Portfolio};
 use crate::net::framing::LengthHeader;
 use crate::protocol::Profile;
 use crate::security::secrets::CardSecrets;
-use crate::store::{SledStore, Store};
+use crate::store::{DiskStore, Store, StoreConfig};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -41,6 +41,8 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub struct ServeOptions {
     /// Data directory.
     pub data: PathBuf,
+    /// The store's settings (its backend, memory budget, log).
+    pub store: StoreConfig,
     /// ISO 8583 listen address.
     pub iso_listen: String,
     /// HTTP listen address.
@@ -74,6 +76,7 @@ impl Default for ServeOptions {
     fn default() -> Self {
         ServeOptions {
             data: PathBuf::from("./antaca-data"),
+            store: StoreConfig::default(),
             iso_listen: "127.0.0.1:8583".into(),
             http_listen: "127.0.0.1:8080".into(),
             secure_listen: Some("127.0.0.1:8443".into()),
@@ -91,12 +94,22 @@ impl Default for ServeOptions {
     }
 }
 
-/// Opens the sled store and data key in `data`.
+/// Opens the store (the backend the directory holds, see
+/// [`DiskStore::open`]) and data key in `data`.
 pub fn open(
     data: &Path,
     config: EngineConfig,
-) -> Result<(Engine<SledStore>, CardSecrets), BoxError> {
-    let store = SledStore::open(data)
+) -> Result<(Engine<DiskStore>, CardSecrets), BoxError> {
+    open_with_store(data, StoreConfig::default(), config)
+}
+
+/// Opens the store with its settings `store`, and the data key, in `data`.
+pub fn open_with_store(
+    data: &Path,
+    store: StoreConfig,
+    config: EngineConfig,
+) -> Result<(Engine<DiskStore>, CardSecrets), BoxError> {
+    let store = DiskStore::open_with(data, store)
         .map_err(|e| format!("cannot open the store in {}: {e}", data.display()))?;
     let secrets =
         CardSecrets::load_or_create(data).map_err(|e| format!("cannot load the data key: {e}"))?;
@@ -155,7 +168,8 @@ impl Drop for Running {
 /// Opens the store (importing a portfolio if asked, or the demo into an empty
 /// store), starts the writer and both listeners, and returns once they listen.
 pub fn start(options: ServeOptions) -> Result<Running, BoxError> {
-    let (engine, secrets) = open(&options.data, options.engine.clone())?;
+    let (engine, secrets) =
+        open_with_store(&options.data, options.store.clone(), options.engine.clone())?;
     start_with(engine, secrets, options)
 }
 

@@ -192,6 +192,9 @@ impl State {
     }
 }
 
+/// An index entry's value before a batch and after it (`None`: absent).
+type IndexChange = (Option<Vec<u8>>, Option<Vec<u8>>);
+
 /// The changes of one batch, applied to [`State`] at once, written by [`Changes::to_batch`]
 /// or rolled back by [`Changes::undo`].
 #[derive(Default)]
@@ -203,8 +206,8 @@ pub struct Changes {
     users: HashMap<String, Option<User>>,
     pans: HashMap<[u8; 32], Option<String>>,
     records: HashMap<String, Option<Vec<u8>>>,
-    /// Index entries the batch changes: key, (value before, value after).
-    index: BTreeMap<Vec<u8>, (Option<Vec<u8>>, Option<Vec<u8>>)>,
+    /// Index entries the batch changes, by key.
+    index: BTreeMap<Vec<u8>, IndexChange>,
     journal: Vec<JournalEntry>,
     counters: Option<(u64, u64)>,
 }

@@ -1,9 +1,9 @@
-//! Storage behind a small trait: a durable sled store and an in-memory one
-//! for tests and fault injection. The store keeps bytes under keys and
-//! commits batches; it decides nothing.
+//! Storage behind a small trait: a durable store (a write-ahead log in front
+//! of sled or fjall) and an in-memory one for tests and fault injection. The
+//! store keeps bytes under keys and commits batches; it decides nothing.
 //!
 //! Owns: durability (the write-ahead log, group `fdatasync`, checkpoints into
-//! sled), key encoding and the content-addressed blob files of KYC documents
+//! sled or fjall), key encoding and the content-addressed blob files of KYC documents
 //! (`blobs`, written outside the log). Must never touch: a decision, a wire
 //! format, the engine; it imports nothing else of the crate but
 //! `security::keyfile` (the whole-file writes of `blobs`).
@@ -14,7 +14,9 @@ mod sled_store;
 pub mod wal;
 
 pub use memory::MemoryStore;
-pub use sled_store::{SledStore, StoreConfig};
+pub use sled_store::{
+    Backend, DiskStore, SledStore, StoreConfig, BACKEND_VARIABLE, CACHE_BYTES_DEFAULT,
+};
 
 use std::fmt;
 use std::sync::Arc;
@@ -66,8 +68,22 @@ pub enum StoreError {
     Io(Arc<std::io::Error>),
     /// The sled engine failed.
     Sled(sled::Error),
+    /// The fjall engine failed.
+    Fjall(Arc<fjall::Error>),
     /// Another process (a running server) holds the data directory's lock.
-    Locked(sled::Error),
+    Locked(Arc<dyn std::error::Error + Send + Sync>),
+    /// The data directory holds the other backend's store: opening it with
+    /// this one would start empty beside it.
+    WrongBackend {
+        /// The data directory.
+        dir: std::path::PathBuf,
+        /// The backend asked for.
+        asked: Backend,
+        /// The backend whose files are there.
+        found: Backend,
+    },
+    /// A setting of the store is invalid (the text says which).
+    Invalid(String),
     /// An `fdatasync` of the write-ahead log failed; the store refuses every
     /// commit until a restart.
     SyncFailed(Arc<std::io::Error>),
@@ -111,7 +127,15 @@ impl fmt::Display for Reason<'_> {
         match self.0 {
             StoreError::Io(e) => write!(f, "{e}"),
             StoreError::SyncFailed(e) => write!(f, "fdatasync failed: {e}"),
-            StoreError::Sled(e) | StoreError::Locked(e) => write!(f, "{e}"),
+            StoreError::Sled(e) => write!(f, "{e}"),
+            StoreError::Fjall(e) => write!(f, "{e}"),
+            StoreError::Locked(e) => write!(f, "{e}"),
+            StoreError::WrongBackend { dir, asked, found } => write!(
+                f,
+                "{} holds a {found} store, not a {asked} one",
+                dir.display()
+            ),
+            StoreError::Invalid(e) => f.write_str(e),
             StoreError::CheckpointFailed(inner) => {
                 write!(f, "checkpoint failed: {}", Reason(inner))
             }
@@ -130,6 +154,11 @@ impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let reason = Reason(self);
         match (self, self.innermost()) {
+            (StoreError::WrongBackend { found, .. }, _) => write!(
+                f,
+                "storage failed: {reason}; open it with `--store {found}` (ANTACA_STORE={found}), or choose another data directory"
+            ),
+            (StoreError::Invalid(_), _) => write!(f, "storage settings are invalid: {reason}"),
             (StoreError::Corrupt(_), _) => write!(
                 f,
                 "stored data is unreadable: {reason}; run `antaca verify` on a copy"
@@ -151,9 +180,13 @@ impl std::error::Error for StoreError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             StoreError::Io(e) | StoreError::SyncFailed(e) => Some(e.as_ref()),
-            StoreError::Sled(e) | StoreError::Locked(e) => Some(e),
+            StoreError::Sled(e) => Some(e),
+            StoreError::Fjall(e) => Some(e.as_ref()),
+            StoreError::Locked(e) => Some(e.as_ref()),
             StoreError::CheckpointFailed(e) | StoreError::LogUnusable(e) => Some(e.as_ref()),
-            StoreError::SyncStopped
+            StoreError::WrongBackend { .. }
+            | StoreError::Invalid(_)
+            | StoreError::SyncStopped
             | StoreError::ThreadPanicked(_)
             | StoreError::Injected(_)
             | StoreError::Corrupt(_) => None,
@@ -164,6 +197,12 @@ impl std::error::Error for StoreError {
 impl From<sled::Error> for StoreError {
     fn from(e: sled::Error) -> Self {
         StoreError::Sled(e)
+    }
+}
+
+impl From<fjall::Error> for StoreError {
+    fn from(e: fjall::Error) -> Self {
+        StoreError::Fjall(Arc::new(e))
     }
 }
 
@@ -267,9 +306,10 @@ pub mod keys {
     pub const JOURNAL: &[u8] = b"j/";
     /// Management records (sessions' devices, administrators, KYC, outbox …) by their own key.
     pub const RECORD: &[u8] = b"r/";
-    /// Log chunks: the transaction and journal writes of one checkpoint, in
-    /// one value (sled's cost is per key); the store reads them back as
-    /// `t/` and `j/` records.
+    /// Log chunks (sled only): the journal writes of one checkpoint, in a
+    /// few values (sled's cost is per key); the store reads them back as
+    /// `j/` records. Stores written before transactions became keys of their
+    /// own hold `t/` writes in them too, until the open that migrates them.
     pub const CHUNK: &[u8] = b"l/";
 
     #[test]

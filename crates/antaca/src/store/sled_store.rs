@@ -1,43 +1,56 @@
-//! The durable store: a write-ahead log in front of sled.
+//! The durable store: a write-ahead log in front of a backend, sled or
+//! fjall (`Backend`, chosen by `StoreConfig::backend`).
 //!
 //! A commit is one record in the log: one `pwrite` and one `fdatasync` of a
-//! preallocated segment (see [`super::wal`]). The same writes reach sled
-//! from a checkpoint thread, coalesced (a balance written by a thousand
-//! commits is written to sled once) and flushed with sled's own `flush` and
-//! an `fdatasync` of its file; the lsn they reach is stored in sled with
-//! them (`m/wal_lsn`). Opening the store replays the log records above that
-//! lsn into sled before anything else happens.
+//! preallocated segment (see [`super::wal`]). The same writes reach the
+//! backend from a checkpoint thread, coalesced (a balance written by a
+//! thousand commits is written there once) and made durable; the lsn they
+//! reach is stored with them (`m/wal_lsn`). Opening the store replays the
+//! log records above that lsn into the backend before anything else happens.
+//!
+//! Reads never wait for a checkpoint: every write in the log that the
+//! backend may not hold yet is in the overlay (`overlay.rs`, bounded by what
+//! the log holds: segments x segment size), and a read looks there first,
+//! then in the backend; a range merges the two.
 //!
 //! sled's cost is per key (about 5 µs an insert here, whatever the value's
-//! size), and every authorization adds a transaction and a journal entry.
-//! So a checkpoint writes those two kinds (`t/`, `j/`) as log chunks: the
-//! checkpoint's writes of them, in key order, in one value under
-//! `l/{lsn}/{part}`. Reads put them back together: a `t/` or `j/` record is
-//! its last write across the chunks, in lsn order (a delete removes it).
-//! Everything else (balances, cards, counters …) is a key of its own.
+//! size), and every authorization adds a journal entry. So on sled a
+//! checkpoint writes the journal (`j/`, read only by full scans) as log
+//! chunks: its writes of them, in key order, in one value under
+//! `l/{lsn}/{part}` (`chunks.rs`). Everything else (transactions and their
+//! indexes, balances, cards, counters …) is a key of its own; an older store
+//! whose chunks hold transactions is migrated at open (`migrate.rs`). fjall,
+//! an LSM tree, takes every key as it is.
 //!
-//! A segment is reused only once everything in it is in sled; when the
-//! checkpoint falls behind by every segment, commits wait for it
+//! A segment is reused only once everything in it is in the backend; when
+//! the checkpoint falls behind by every segment, commits wait for it
 //! (backpressure) rather than lose anything.
 //!
-//! sled's `flush()` writes with `sync_file_range`, which does not survive a
-//! power loss; the `fdatasync` after it is what makes a checkpoint durable.
-//!
-//! This file holds the `SledStore` type and its writer: a commit written to
-//! the log (`log_then`), handed to the sync thread (`sync.rs`), its writes
-//! handed to the checkpoint thread (`checkpoint.rs`) once they are durable,
-//! and the reads. Opening, replay and closing are in `open.rs`, the layout
-//! of log chunks in sled in `chunks.rs`.
+//! This file holds the `DiskStore` type and its writer: a commit written to
+//! the log (`log_then`) and to the overlay, handed to the sync thread
+//! (`sync.rs`), its writes handed to the checkpoint thread (`checkpoint.rs`)
+//! once they are durable, and the reads. Opening, replay and closing are in
+//! `open.rs`, the backends in `backend.rs`, `sled_target.rs` and
+//! `fjall_target.rs`.
 
+mod backend;
 mod checkpoint;
 mod chunks;
+mod fjall_target;
+mod migrate;
 mod open;
+mod overlay;
+mod sled_target;
 mod sync;
+
+pub use backend::{Backend, BACKEND_VARIABLE};
 
 use super::wal::{Op, Wal, WalConfig};
 use super::{OnDurable, Pair, Refused, Store, StoreError, WriteBatch};
+use backend::Reader;
 use checkpoint::{Job, Shared};
-use chunks::{chunked, read_prefix};
+use chunks::prefix_end;
+use overlay::{merge, Latest, Overlay};
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
@@ -52,13 +65,25 @@ pub struct StoreConfig {
     /// Longest time a committed write waits in the log before the checkpoint
     /// thread is given it (segments filling up hand it over sooner).
     pub checkpoint_interval: Duration,
+    /// The backend. `None`: the one the data directory holds; for a new
+    /// store, the one `ANTACA_STORE` names, else fjall. With `Some`, a
+    /// directory that holds the other backend's store is refused.
+    pub backend: Option<Backend>,
+    /// The backend's memory budget, bytes: sled's page cache; fjall's block
+    /// cache and memtables (see `fjall_target.rs`).
+    pub cache_bytes: u64,
 }
+
+/// The default memory budget of the backend (`StoreConfig::cache_bytes`).
+pub const CACHE_BYTES_DEFAULT: u64 = 256 << 20;
 
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             wal: WalConfig::default(),
             checkpoint_interval: Duration::from_secs(1),
+            backend: None,
+            cache_bytes: CACHE_BYTES_DEFAULT,
         }
     }
 }
@@ -80,9 +105,14 @@ impl OnDurable for Nobody {
     fn failed(self: Box<Self>, _: StoreError) {}
 }
 
-/// A sled database in a directory, behind a write-ahead log.
-pub struct SledStore {
-    db: sled::Db,
+/// A store in a directory: a write-ahead log in front of sled or fjall.
+pub struct DiskStore {
+    /// Reads of the backend.
+    reader: Reader,
+    /// The backend it was opened with.
+    backend: Backend,
+    /// Writes in the log the backend may not hold yet (shared with the checkpoint thread).
+    overlay: Arc<Overlay>,
     dir: PathBuf,
     wal: Wal,
     config: StoreConfig,
@@ -103,15 +133,21 @@ pub struct SledStore {
     synced: Arc<Synced>,
 }
 
-const WAL_LSN: &str = "wal_lsn";
+/// The store's former name, from when sled was its only backend.
+pub type SledStore = DiskStore;
 
-impl SledStore {
+impl DiskStore {
     /// The directory the store lives in.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
-    /// Makes sled hold every committed write, waiting for the checkpoint thread.
+    /// The backend the store was opened with.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Makes the backend hold every committed write, waiting for the checkpoint thread.
     pub fn checkpoint_now(&self) -> Result<(), StoreError> {
         self.wait_durable(self.wal.last_lsn())?;
         self.hand_over();
@@ -129,10 +165,10 @@ impl SledStore {
     }
 
     /// Gives the pending writes to the checkpoint thread, once they are on
-    /// disk in the log (sled must never hold a write the log may lose).
+    /// disk in the log (the backend must never hold a write the log may lose).
     fn hand_over(&self) {
         if self.wait_durable(self.wal.last_lsn()).is_err() {
-            // The log's tail is unknown: nothing more reaches sled.
+            // The log's tail is unknown: nothing more reaches the backend.
             return;
         }
         let mut pending = self.pending.borrow_mut();
@@ -167,9 +203,9 @@ impl SledStore {
     }
 
     /// Writes `ops` as the next log record and hands it to the sync thread,
-    /// which tells `done` once it is on disk; on success the writes join the
-    /// pending writes. An empty `ops` writes nothing and is durable once the
-    /// records before it are.
+    /// which tells `done` once it is on disk; once written, the writes join
+    /// the overlay (reads see them at once) and the pending writes. An empty
+    /// `ops` writes nothing and is durable once the records before it are.
     fn log_then(&mut self, ops: Vec<Op>, done: Box<dyn OnDurable>) -> Result<(), Refused> {
         if let Some(e) = &self.broken {
             return Err((StoreError::LogUnusable(e.clone()), done));
@@ -200,7 +236,7 @@ impl SledStore {
             // Move on to the next segment once everything in this one is on
             // disk (a record in the next segment must never outlive one
             // before it that a failed fdatasync may have lost: the log would
-            // have a gap) and sled holds everything it contains.
+            // have a gap) and the backend holds everything it contains.
             if let Err(e) = self.wait_durable(self.wal.last_lsn()) {
                 return Err((e, done));
             }
@@ -225,6 +261,7 @@ impl SledStore {
         };
         self.retry_in_place = false;
         metrics::counter!("antaca_store_log_bytes_total").increment(len as u64);
+        self.overlay.insert(lsn, &ops);
         let mut pending = self.pending.borrow_mut();
         pending.since.get_or_insert_with(Instant::now);
         pending.writes.extend(ops);
@@ -272,18 +309,41 @@ fn wait_for<T>(
     }
 }
 
-impl Store for SledStore {
+impl DiskStore {
+    /// The pairs with `start <= key < end` (`None`: no end), in key order or
+    /// from the end, at most `limit`: the backend's with the overlay on top.
+    fn merged(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        reverse: bool,
+        limit: usize,
+    ) -> Result<Vec<Pair>, StoreError> {
+        // The overlay first: an entry leaves it only once the backend holds
+        // its write, so a key missing here is current in the backend read next.
+        let overlay = self.overlay.range(start, end, reverse, limit);
+        let backend = self.reader.range(start, end, reverse)?;
+        merge(overlay, backend, reverse, limit)
+    }
+
+    /// The backend's value of `key`, without the overlay (tests look at what a checkpoint wrote).
+    #[cfg(test)]
+    fn backend_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.reader.get(key)
+    }
+}
+
+impl Store for DiskStore {
     fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<Pair>, StoreError> {
-        self.checkpoint_now()?;
-        Ok(read_prefix(&self.db, prefix)?.into_iter().collect())
+        self.merged(prefix, prefix_end(prefix).as_deref(), false, usize::MAX)
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.checkpoint_now()?;
-        if chunked(key) {
-            return Ok(read_prefix(&self.db, key)?.remove(key));
+        // The overlay first, as in `merged`.
+        match self.overlay.get(key) {
+            Latest::Written(value) => Ok(value),
+            Latest::InBackend => self.reader.get(key),
         }
-        Ok(self.db.get(key)?.map(|v| v.to_vec()))
     }
 
     fn range(
@@ -293,35 +353,10 @@ impl Store for SledStore {
         reverse: bool,
         limit: usize,
     ) -> Result<Vec<Pair>, StoreError> {
-        // Interim: correct but waits for the checkpoint (the overlay of
-        // unchecked-pointed writes replaces it).
-        self.checkpoint_now()?;
-        if start >= end {
+        if start >= end || limit == 0 {
             return Ok(Vec::new());
         }
-        let iter = self.db.range(start..end);
-        let mut out = Vec::new();
-        let mut push = |item: sled::Result<(sled::IVec, sled::IVec)>| -> Result<bool, StoreError> {
-            let (k, v) = item?;
-            if !k.starts_with(super::keys::CHUNK) {
-                out.push((k.to_vec(), v.to_vec()));
-            }
-            Ok(out.len() < limit)
-        };
-        if reverse {
-            for item in iter.rev() {
-                if !push(item)? {
-                    break;
-                }
-            }
-        } else {
-            for item in iter {
-                if !push(item)? {
-                    break;
-                }
-            }
-        }
-        Ok(out)
+        self.merged(start, Some(end), reverse, limit)
     }
 
     fn commit(&mut self, batch: WriteBatch) -> Result<(), StoreError> {
@@ -341,7 +376,7 @@ impl Store for SledStore {
     }
 
     fn wait_durable(&self) -> Result<(), StoreError> {
-        SledStore::wait_durable(self, self.wal.last_lsn())
+        DiskStore::wait_durable(self, self.wal.last_lsn())
     }
 
     fn refusal(&self) -> Option<String> {

@@ -1,80 +1,66 @@
-//! Opening and closing the store: sled opened (waiting out the lock of a
-//! store closed a moment ago), its files and their directory entries made
-//! durable, the write-ahead log replayed into sled above the checkpointed
-//! lsn (`m/wal_lsn`) before a new record can take the place of an old one,
-//! then the checkpoint and sync threads started. `Drop` stops them in order
-//! (sync thread, last hand-over, checkpoint thread), leaving sled complete.
+//! Opening and closing the store: the backend chosen (the configured one,
+//! else the one the directory holds, else `ANTACA_STORE`, else fjall) and
+//! opened (a directory holding the other backend's store is refused), an
+//! older sled store's chunked transactions migrated (`migrate.rs`), the
+//! write-ahead log replayed into the backend above the checkpointed lsn
+//! (`m/wal_lsn`) before a new record can take the place of an old one, then
+//! the checkpoint and sync threads started. `Drop` stops them in order
+//! (sync thread, last hand-over, checkpoint thread), leaving the backend
+//! complete.
 //!
 //! It never writes a log record or answers a batch: committing is the
 //! writer's (`sled_store.rs`), making records durable the sync thread's.
 
-use super::checkpoint::{checkpoint, run_checkpoints, sync_dir, Durable, Progress, Shared};
+use super::backend::{Backend, Target};
+use super::checkpoint::{checkpoint, run_checkpoints, Progress, Shared};
+use super::migrate::STEP_BYTES;
+use super::overlay::Overlay;
 use super::sync::{run_syncs, Synced};
-use super::{Pending, SledStore, StoreConfig, WAL_LSN};
+use super::{DiskStore, Pending, StoreConfig};
 use crate::store::wal::{Op, Wal};
-use crate::store::{keys, StoreError};
+use crate::store::StoreError;
 use std::cell::RefCell;
-use std::collections::HashSet;
-use std::fs::File;
 use std::path::Path;
 use std::sync::{mpsc, Arc, Condvar, Mutex};
-use std::time::Duration;
 
-impl SledStore {
-    /// Opens (or creates) the store in `dir` with the default settings.
-    pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
-        SledStore::open_with(dir, StoreConfig::default())
+impl DiskStore {
+    /// Opens (or creates) the store in `dir` with the default settings: the
+    /// backend the directory holds, or for a new store the one
+    /// `ANTACA_STORE` names (sled when unset).
+    pub fn open(dir: &Path) -> Result<DiskStore, StoreError> {
+        DiskStore::open_with(dir, StoreConfig::default())
     }
 
-    /// Opens (or creates) the store in `dir`, replaying the log into sled.
-    pub fn open_with(dir: &Path, config: StoreConfig) -> Result<SledStore, StoreError> {
-        std::fs::create_dir_all(dir)?;
-        let sled_config = sled::Config::new()
-            .path(dir.join("sled"))
-            .flush_every_ms(None)
-            .mode(sled::Mode::HighThroughput)
-            .cache_capacity(256 * 1024 * 1024);
-        // A store closed a moment ago may still hold its file lock while sled's
-        // IO threads finish: wait a little for it rather than fail a restart.
-        let mut attempts = 0;
-        let db = loop {
-            match sled_config.open() {
-                Ok(db) => break db,
-                Err(e) if lock_held(&e) && attempts < 100 => {
-                    attempts += 1;
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                Err(e) if lock_held(&e) => return Err(StoreError::Locked(e)),
-                Err(e) => return Err(e.into()),
-            }
-        };
-        // sled 0.34 keeps its log and pages in the one file `db` (plus `conf`, written
-        // once, and snapshots it can rebuild from the log).
-        let log = File::open(dir.join("sled").join("db"))?;
-        let mut durable = Durable {
-            db: db.clone(),
-            log,
-            sled_dir: dir.join("sled"),
-            synced_blobs: HashSet::new(),
-        };
-        durable.log.sync_all()?;
-        // Make the directory entries of sled's files durable too.
-        sync_dir(&dir.join("sled"))?;
-        sync_dir(dir)?;
+    /// The backend `config` asks for, else the one `dir` holds, else the one
+    /// `ANTACA_STORE` names, else fjall.
+    pub fn choose_backend(dir: &Path, config: &StoreConfig) -> Result<Backend, StoreError> {
+        if let Some(backend) = config.backend {
+            return Ok(backend);
+        }
+        if let Some(found) = Backend::detect(dir)? {
+            return Ok(found);
+        }
+        Ok(Backend::from_env()?.unwrap_or_default())
+    }
 
-        let checkpointed = match db.get(keys::key(keys::META, WAL_LSN))? {
-            None => 0,
-            Some(v) => String::from_utf8_lossy(&v)
-                .parse()
-                .map_err(|_| StoreError::Corrupt(format!("m/{WAL_LSN} is not a number")))?,
-        };
+    /// Opens (or creates) the store in `dir`, replaying the log into the backend.
+    pub fn open_with(dir: &Path, config: StoreConfig) -> Result<DiskStore, StoreError> {
+        let backend = DiskStore::choose_backend(dir, &config)?;
+        std::fs::create_dir_all(dir)?;
+        let mut target = Target::open(dir, backend, config.cache_bytes)?;
+        if let Target::Sled(sled) = &mut target {
+            // Before the replay: the log's transaction writes are newer than every chunk's.
+            sled.migrate(STEP_BYTES, None)?;
+        }
+        let overlay = Arc::new(Overlay::default());
+        let checkpointed = target.checkpointed()?;
         let (wal, recovered) = Wal::open(&dir.join("wal"), config.wal.clone(), checkpointed)?;
-        // Replay: what the log holds beyond the checkpoint goes into sled now,
-        // before a new record can take the place of an old one.
+        // Replay: what the log holds beyond the checkpoint goes into the
+        // backend now, before a new record can take the place of an old one.
         let upto = wal.last_lsn();
         let replay: Vec<Op> = recovered.into_iter().flat_map(|(_, ops)| ops).collect();
         if upto > checkpointed {
-            checkpoint(&mut durable, replay, upto)?;
+            checkpoint(&mut target, replay, upto, &overlay)?;
         }
 
         let shared = Arc::new(Shared {
@@ -84,11 +70,13 @@ impl SledStore {
             }),
             changed: Condvar::new(),
         });
+        let reader = target.reader();
         let (jobs, rx) = mpsc::channel();
         let thread_shared = shared.clone();
+        let thread_overlay = overlay.clone();
         let checkpointer = std::thread::Builder::new()
             .name("antaca-checkpoint".into())
-            .spawn(move || run_checkpoints(&mut durable, &rx, &thread_shared))?;
+            .spawn(move || run_checkpoints(&mut target, &rx, &thread_shared, &thread_overlay))?;
         let synced = Arc::new(Synced::default());
         synced.lock().durable = upto;
         let (syncs, sync_rx) = mpsc::channel();
@@ -96,8 +84,10 @@ impl SledStore {
         let syncer = std::thread::Builder::new()
             .name("antaca-sync".into())
             .spawn(move || run_syncs(&sync_rx, &thread_synced))?;
-        Ok(SledStore {
-            db,
+        Ok(DiskStore {
+            reader,
+            backend,
+            overlay,
             dir: dir.to_path_buf(),
             wal,
             config,
@@ -115,16 +105,10 @@ impl SledStore {
     }
 }
 
-/// True when sled could not open its files because another process (or a
-/// store closed a moment ago) holds their lock; sled says so only in text.
-fn lock_held(error: &sled::Error) -> bool {
-    matches!(error, sled::Error::Io(e) if e.to_string().contains("could not acquire lock"))
-}
-
-impl Drop for SledStore {
+impl Drop for DiskStore {
     fn drop(&mut self) {
         // Let the sync thread finish what was written (it tells every batch),
-        // then leave sled complete, so that the next open has nothing to replay.
+        // then leave the backend complete, so that the next open has nothing to replay.
         self.syncs = None;
         if let Some(thread) = self.syncer.take() {
             let _ = thread.join();
