@@ -832,9 +832,10 @@ fn a_synthetic_store_read_by_range_in_small_pages_verifies_clean_and_tampering_i
 /// On fjall the peak is mostly the store's cache (256 MiB by default);
 /// verify's own state is one byte per transaction id and 16 bytes per index
 /// and 1,024 ids: about 55 MB at 50 M transactions, which would take about
-/// 3 minutes of CPU here (plus reading a ~21 GB store once: 424 MB per million here). On sled the
-/// journal is read whole (its log chunks), so memory grows with the journal
-/// (about 1 GB per million entries): a 50 M store on sled does not fit.
+/// 3 minutes of CPU here, plus reading a ~21 GB store once (424 MB per
+/// million here). On sled the journal is read whole (its log chunks), so
+/// memory grows with the journal (about 1 GB per million entries): a 50 M
+/// store on sled does not fit.
 #[test]
 #[ignore = "a measurement: minutes and gigabytes of disk"]
 fn measure_verify_on_a_large_synthetic_store() {
