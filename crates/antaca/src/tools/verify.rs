@@ -25,7 +25,7 @@ use crate::domain::outcome::Outcome;
 use crate::engine::index;
 use crate::store::{keys, Backend, DiskStore, Pair, Store, StoreConfig, StoreError};
 use rust_decimal::Decimal;
-use std::any::TypeId;
+use std::any::Any;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::hash::BuildHasher;
@@ -242,13 +242,19 @@ fn counter(report: &mut Report, store: &impl Store, name: &str) -> Result<u64, S
 // ---------------------------------------------------------------------------
 // Reading in pages.
 
-/// Whether `start` is read a page at a time with `Store::range`. The
-/// journal of a `DiskStore` is not: sled keeps it in log chunks, which its
-/// `range` reads whole at every call, so `j/` is read with one
-/// `scan_prefix` (the whole journal in memory: a known limit, see
-/// BENCHMARKS.md). Transactions and indexes are plain keys: pages.
-fn range_sees<S: Store>(start: &[u8]) -> bool {
-    !start.starts_with(keys::JOURNAL) || TypeId::of::<S>() != TypeId::of::<DiskStore>()
+/// Whether the records at `start` are read a page at a time with
+/// `Store::range`. Not the journal of a `DiskStore` over sled: sled keeps
+/// it in log chunks, which its `range` puts back together whole at every
+/// call, so there `j/` is read with one `scan_prefix` (the whole journal in
+/// memory: a limit of the sled backend). Everything else, and every prefix
+/// of fjall (the default of a new store), is read in pages.
+fn paged<S: Store>(store: &S, start: &[u8]) -> bool {
+    if !start.starts_with(keys::JOURNAL) {
+        return true;
+    }
+    let any: &dyn Any = store;
+    !any.downcast_ref::<DiskStore>()
+        .is_some_and(|disk| disk.backend() == Backend::Sled)
 }
 
 /// Calls `each` with the records `start <= key < end`, in key order, at most
@@ -261,13 +267,8 @@ fn pages<S: Store>(
     mut each: impl FnMut(Vec<Pair>) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
     let page = page.max(1);
-    if !range_sees::<S>(start) {
-        let prefix = if start.starts_with(keys::TXN) {
-            keys::TXN
-        } else {
-            keys::JOURNAL
-        };
-        let mut all = store.scan_prefix(prefix)?.into_iter();
+    if !paged(store, start) {
+        let mut all = store.scan_prefix(keys::JOURNAL)?.into_iter();
         loop {
             let chunk: Vec<Pair> = all
                 .by_ref()
@@ -1360,15 +1361,10 @@ impl<S: Store> Checker<'_, S> {
             }
             Ok(())
         };
-        let ranged = range_sees::<S>(keys::TXN);
-        if ranged {
-            for bucket in masks.keys() {
-                let start = keys::numbered(keys::TXN, bucket * BUCKET);
-                let end = keys::numbered(keys::TXN, (bucket + 1).saturating_mul(BUCKET));
-                pages(store, &start, &end, self.page, &mut txns_in)?;
-            }
-        } else {
-            prefix_pages(store, keys::TXN, self.page, &mut txns_in)?;
+        for bucket in masks.keys() {
+            let start = keys::numbered(keys::TXN, bucket * BUCKET);
+            let end = keys::numbered(keys::TXN, (bucket + 1).saturating_mul(BUCKET));
+            pages(store, &start, &end, self.page, &mut txns_in)?;
         }
         for (i, buckets) in itemized.iter().enumerate() {
             if buckets.is_empty() {
