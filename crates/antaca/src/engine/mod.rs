@@ -571,6 +571,7 @@ impl<S: Store> Engine<S> {
 
     fn commit(&mut self, changes: Changes) -> Result<(), StoreError> {
         if changes.is_empty() {
+            self.after_commit();
             return Ok(());
         }
         let batch = changes.to_batch(&self.state);
@@ -847,6 +848,8 @@ impl<S: Store> Engine<S> {
     /// same lookups, made ahead, so that the execute step reads memory only.
     /// An error means the request cannot be decided now.
     pub fn prefetch(&mut self, request: &AuthRequest) -> Result<(), StoreError> {
+        // A failure noted while deciding an earlier request is not this one's.
+        self.read_error = None;
         self.prefetching = true;
         if self.txn_by_key(&request.idempotency_key()).is_none() {
             self.orphan_of(request);
