@@ -5,7 +5,7 @@ mod common;
 
 use antaca::domain::outcome::Outcome;
 use antaca::engine::state::{Changes, State};
-use antaca::engine::{Engine, EngineConfig};
+use antaca::engine::{index, Engine, EngineConfig};
 use antaca::iso8583::Message;
 use antaca::manage::portfolio::{self, Portfolio};
 use antaca::protocol::{self, AuthRequest, Profile};
@@ -19,12 +19,16 @@ fn secrets() -> CardSecrets {
     CardSecrets::from_key([7; 32])
 }
 
-fn engine(store: MemoryStore) -> Engine<MemoryStore> {
+fn engine_over(store: MemoryStore) -> Engine<MemoryStore> {
     let config = EngineConfig {
         hold_expiry: Duration::from_hours(1),
         ..EngineConfig::default()
     };
-    let mut engine = Engine::open(store, config).expect("open");
+    Engine::open(store, config).expect("open")
+}
+
+fn engine(store: MemoryStore) -> Engine<MemoryStore> {
+    let mut engine = engine_over(store);
     let portfolio = Portfolio::read(&fixture("test-portfolio.json")).expect("portfolio");
     portfolio::import(&mut engine, &portfolio, &secrets(), 0).expect("import");
     engine
@@ -546,4 +550,135 @@ async fn nothing_is_answered_or_read_before_the_store_says_it_is_durable() {
     store.release_one();
     let held = look.await.expect("task").expect("inspect");
     assert_eq!(held, "10.00".parse::<Decimal>().expect("decimal"));
+}
+
+/// Processes `msg` and commits its changes, as the writer does.
+fn process_and_commit(engine: &mut Engine<MemoryStore>, msg: &Message, now: u64) -> Outcome {
+    let (outcome, changes) = process(engine, msg, now);
+    engine.commit_for_bench(changes).expect("commit");
+    outcome
+}
+
+fn hold_entries(store: &MemoryStore) -> Vec<Vec<u8>> {
+    store
+        .range(index::HOLDS, &index::holds_until(u64::MAX - 1), false, 100)
+        .expect("range")
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect()
+}
+
+#[test]
+fn indexes_left_stale_by_a_version_without_them_are_built_again_at_open() {
+    // What a rollback to a version that kept its indexes in memory leaves
+    // behind, then an upgrade again: transactions it wrote without index
+    // entries, and a hold it released whose entry is still there. The
+    // counters moved, the index mark did not.
+    let mut store = MemoryStore::new();
+    let mut engine = engine(store.clone());
+    let t0 = now();
+    let hold = request("0100", &pan("ok"), "000000", 2_000, 1);
+    assert_eq!(
+        process_and_commit(&mut engine, &hold, t0),
+        Outcome::Approved
+    );
+    let mark_before = store
+        .get(&keys::key(keys::META, index::MARK))
+        .expect("get")
+        .expect("the mark");
+    let [hold_entry] = hold_entries(&store).try_into().expect("one open hold");
+    // "The old version" takes a purchase and sweeps the hold.
+    let purchase = request("0200", &pan("ok"), "000000", 500, 2);
+    assert_eq!(
+        process_and_commit(&mut engine, &purchase, t0 + 1),
+        Outcome::Approved
+    );
+    let mut sweep = Changes::default();
+    engine.expire_holds(&mut sweep, t0 + 3_600_000);
+    assert!(!sweep.is_empty());
+    engine.commit_for_bench(sweep).expect("commit");
+    let balance = available(engine.state(), "b-ok");
+    drop(engine);
+    let mut batch = antaca::store::WriteBatch::default();
+    for (k, _) in store
+        .range(index::BY_KEY, &index::prefix_end(index::BY_KEY), false, 100)
+        .expect("range")
+    {
+        // The purchase's idempotency entry was never written by the old version.
+        let value = store.get(&k).expect("get").expect("value");
+        let id = index::id_in(&value).expect("id");
+        let txn: antaca::domain::model::Txn = antaca::engine::record::decode(
+            &keys::numbered(keys::TXN, id),
+            &store
+                .get(&keys::numbered(keys::TXN, id))
+                .expect("get")
+                .expect("txn"),
+        )
+        .expect("decode");
+        if txn.mti == "0200" {
+            for (key, _) in index::entries(&txn, Some("b-ok")) {
+                batch.delete(key);
+            }
+        }
+    }
+    batch.put(hold_entry.clone(), Vec::new());
+    batch.put(keys::key(keys::META, index::MARK), mark_before);
+    store.commit(batch).expect("tamper");
+    assert_eq!(hold_entries(&store), vec![hold_entry.clone()]);
+
+    // The upgrade: the indexes are built again from the transactions.
+    let mut engine = engine_over(store.clone());
+    assert!(
+        hold_entries(&store).is_empty(),
+        "the stale hold entry is gone"
+    );
+    let next_txn = engine.state().next_txn;
+    // A retransmission of the purchase is its duplicate, not a second charge.
+    assert_eq!(
+        process_and_commit(&mut engine, &purchase, t0 + 3_700_000),
+        Outcome::Approved
+    );
+    assert_eq!(
+        engine.state().next_txn,
+        next_txn,
+        "answered from the stored one"
+    );
+    assert_eq!(available(engine.state(), "b-ok"), balance);
+    let report = antaca::tools::verify::verify(&store).expect("verify");
+    assert!(report.is_clean() && report.warnings.is_empty(), "{report}");
+}
+
+#[test]
+fn a_hold_entry_no_open_hold_justifies_is_deleted_by_the_sweep() {
+    let mut store = MemoryStore::new();
+    let mut engine = engine(store.clone());
+    let t0 = now();
+    let hold = request("0100", &pan("ok"), "000000", 2_000, 1);
+    assert_eq!(
+        process_and_commit(&mut engine, &hold, t0),
+        Outcome::Approved
+    );
+    let [entry] = hold_entries(&store).try_into().expect("one open hold");
+    let mut reversal = request("0400", &pan("ok"), "000000", 2_000, 2);
+    reversal.set(90, common::original_data(&hold));
+    assert_eq!(
+        process_and_commit(&mut engine, &reversal, t0 + 1),
+        Outcome::Approved
+    );
+    assert!(hold_entries(&store).is_empty());
+    // An entry back (a restore of part of the store, a bug): the sweep reads
+    // it, finds no open hold, moves no money and deletes it.
+    let mut batch = antaca::store::WriteBatch::default();
+    batch.put(entry.clone(), Vec::new());
+    batch.put(index::hold(t0, 999_999), Vec::new());
+    store.commit(batch).expect("tamper");
+    let balance = available(engine.state(), "b-ok");
+    let mut sweep = Changes::default();
+    engine.expire_holds(&mut sweep, t0 + 3_600_000);
+    engine.commit_for_bench(sweep).expect("commit");
+    assert!(
+        hold_entries(&store).is_empty(),
+        "both stale entries deleted"
+    );
+    assert_eq!(available(engine.state(), "b-ok"), balance, "no money moved");
 }

@@ -761,6 +761,10 @@ fn synthetic(store: &mut impl Store, users: u64, txns: u64) {
                 (seq + 1).to_string().into_bytes(),
             );
             batch.put(keys::key(keys::META, "layout"), b"2".to_vec());
+            batch.put(
+                keys::key(keys::META, index::MARK),
+                index::mark(id + 1, seq + 1),
+            );
             store.commit(std::mem::take(&mut batch)).expect("commit");
         }
     }

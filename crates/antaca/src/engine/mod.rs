@@ -28,6 +28,7 @@ use crate::store::{keys, OnDurable, Refused, Store, StoreError};
 pub use ledger::Movement;
 use rust_decimal::Decimal;
 use state::{decode, Changes, State, TxnCache};
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 
@@ -388,7 +389,7 @@ pub struct Engine<S: Store> {
     /// What the prefetch read: the first stored entry under a prefix.
     fetched_first: state::HashMap<Vec<u8>, Option<Vec<u8>>>,
     /// The holds the prefetch found due, for the sweep.
-    due_holds: Option<Vec<u64>>,
+    due_holds: Option<Vec<(Vec<u8>, Vec<u8>)>>,
     /// True while the prefetch runs: its reads are expected.
     prefetching: bool,
     /// The first read that failed since it was last taken.
@@ -402,8 +403,19 @@ const SWEEP_MAX: usize = 10_000;
 /// Transactions rewritten per commit when the indexes are built at open.
 const REINDEX_BATCH: usize = 10_000;
 /// The store's layout version: 2 has the transaction indexes on disk (the
-/// change set writes it with the counters, `state::put_counters`).
+/// change set writes it with the counters and the index mark,
+/// `state::put_counters`).
 const LAYOUT: &str = "2";
+/// Keys deleted per commit when stale indexes are cleared at open.
+const CLEAR_BATCH: usize = 10_000;
+
+/// True when `key` is the hold entry `txn` holds now (authorized, with this expiry).
+fn holds_entry(txn: &Txn, key: &[u8]) -> bool {
+    txn.state == TxnState::Authorized
+        && txn
+            .hold_expires_ms
+            .is_some_and(|expires| index::hold(expires, txn.id) == key)
+}
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> u64 {
@@ -470,14 +482,7 @@ impl<S: Store> Engine<S> {
             read_error: None,
             prefetch_misses: 0,
         };
-        if engine
-            .store
-            .get(&keys::key(keys::META, "layout"))?
-            .as_deref()
-            != Some(LAYOUT.as_bytes())
-        {
-            engine.build_indexes()?;
-        }
+        engine.check_indexes()?;
         let orphans =
             engine
                 .store
@@ -486,8 +491,63 @@ impl<S: Store> Engine<S> {
         Ok(engine)
     }
 
-    /// Writes the index entries of every stored transaction (a store of
-    /// layout 1 kept them in memory), a page at a time, then the layout mark.
+    /// Refuses a store of a layout this version does not know, and builds
+    /// the indexes again when they are not current: a store of layout 1
+    /// (indexes in memory) has none, and a store a layout-1 version ran on
+    /// since has stale ones (that version moved the counters, not the mark,
+    /// see `index::MARK`). Stale entries would be worse than none (a hold
+    /// released by the other version swept again, a reversal matched by it
+    /// found as an orphan), so every index is cleared first.
+    fn check_indexes(&mut self) -> Result<(), StoreError> {
+        let layout = self.store.get(&keys::key(keys::META, "layout"))?;
+        if let Some(other) = layout.as_deref().filter(|l| *l != LAYOUT.as_bytes()) {
+            return Err(StoreError::Invalid(format!(
+                "the store's layout is {:?}, written by a newer version of antaca; this version knows layout {LAYOUT}: run the newer version",
+                String::from_utf8_lossy(other)
+            )));
+        }
+        let mark = index::mark(self.state.next_txn, self.state.next_journal);
+        let current = self.store.get(&keys::key(keys::META, index::MARK))?;
+        if current.as_deref() == Some(mark.as_slice()) {
+            return Ok(());
+        }
+        let txns = self
+            .store
+            .range(keys::TXN, &index::prefix_end(keys::TXN), false, 1)?;
+        if layout.is_none() && current.is_none() && txns.is_empty() {
+            // A new store: its first change set writes the mark.
+            return Ok(());
+        }
+        if layout.is_some() {
+            tracing::warn!(
+                "the transaction indexes are not current (a version of antaca without them ran on this store since): building them again"
+            );
+        }
+        self.clear_indexes()?;
+        self.build_indexes()
+    }
+
+    /// Deletes every index entry, a page at a time.
+    fn clear_indexes(&mut self) -> Result<(), StoreError> {
+        for prefix in index::ALL {
+            let end = index::prefix_end(prefix);
+            loop {
+                let page = self.store.range(prefix, &end, false, CLEAR_BATCH)?;
+                if page.is_empty() {
+                    break;
+                }
+                let mut batch = crate::store::WriteBatch::with_capacity(page.len());
+                for (k, _) in page {
+                    batch.delete(k);
+                }
+                self.store.commit(batch)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the index entries of every stored transaction, a page at a
+    /// time, then the layout and the index mark.
     fn build_indexes(&mut self) -> Result<(), StoreError> {
         let end = index::prefix_end(keys::TXN);
         let mut start = keys::TXN.to_vec();
@@ -510,11 +570,15 @@ impl<S: Store> Engine<S> {
             built += page.len();
             self.store.commit(batch)?;
         }
+        // The mark last: a crash before it builds them all again.
+        let mut batch = crate::store::WriteBatch::default();
+        batch.put(keys::key(keys::META, "layout"), LAYOUT.as_bytes().to_vec());
+        batch.put(
+            keys::key(keys::META, index::MARK),
+            index::mark(self.state.next_txn, self.state.next_journal),
+        );
+        self.store.commit(batch)?;
         if built > 0 {
-            // (A store without transactions gets the mark with its first.)
-            let mut batch = crate::store::WriteBatch::default();
-            batch.put(keys::key(keys::META, "layout"), LAYOUT.as_bytes().to_vec());
-            self.store.commit(batch)?;
             tracing::info!(
                 transactions = built,
                 "built the transaction indexes on disk"
@@ -729,6 +793,20 @@ impl<S: Store> Engine<S> {
                     Command::Apply(f) => deliveries.push(f(&mut self.state, &mut changes, now)),
                 }
             }
+            if let Some(e) = self.read_error.take() {
+                // A read the prefetch did not foresee failed while deciding,
+                // and the lookup answered "not found": nothing decided on
+                // that may stand. The whole batch is undone and answered
+                // "system malfunction" (a retry decides again).
+                tracing::error!(error = %e, batch = batch_len, "a read failed while deciding; the batch changes nothing");
+                std::mem::take(&mut changes).undo(&mut self.state);
+                for (_, response) in &mut replies {
+                    *response = AuthResponse::outcome(Outcome::SystemMalfunction);
+                }
+                for deliver in deliveries.drain(..) {
+                    deliver(Err(e.clone()));
+                }
+            }
             let batch_size = replies.len();
             let writes = !changes.is_empty();
             let flush_started = std::time::Instant::now();
@@ -864,17 +942,17 @@ impl<S: Store> Engine<S> {
         self.read_error.take().map_or(Ok(()), Err)
     }
 
-    /// Reads the holds due at `now` and their transactions, for the sweep.
+    /// Reads the hold entries due at `now` and their transactions, for the sweep.
     fn prefetch_holds(&mut self, now: u64) -> Result<(), StoreError> {
         let due = self
             .store
             .range(index::HOLDS, &index::holds_until(now), false, SWEEP_MAX)?;
-        let mut ids: Vec<u64> = due.iter().filter_map(|(k, _)| index::id_of(k)).collect();
-        for &id in &ids {
-            self.read_txn(id)?;
+        for (k, _) in &due {
+            if let Some(id) = index::id_of(k) {
+                self.read_txn(id)?;
+            }
         }
-        ids.sort_unstable();
-        self.due_holds = Some(ids);
+        self.due_holds = Some(due);
         Ok(())
     }
 
@@ -889,8 +967,8 @@ impl<S: Store> Engine<S> {
         }
     }
 
-    /// Notes a failed read: the prefetch returns it; on the execute path it
-    /// can only be logged (the lookup answers "not found").
+    /// Notes a failed read: the prefetch returns it; on the execute path
+    /// the lookup answers "not found" and the writer undoes the batch.
     fn read_failed(&mut self, error: StoreError) {
         if !self.prefetching {
             tracing::error!(error = %error, "a read of the store failed while deciding");
@@ -1596,7 +1674,7 @@ impl<S: Store> Engine<S> {
     /// them (the next sweep goes on): the holds on disk (the prefetch's, or
     /// read now) and those of writes not yet in the store.
     pub fn expire_holds(&mut self, changes: &mut Changes, now: u64) {
-        let mut due = match self.due_holds.take() {
+        let stored = match self.due_holds.take() {
             Some(due) => due,
             None => match self.prefetch_holds(now) {
                 Ok(()) => self.due_holds.take().unwrap_or_default(),
@@ -1606,25 +1684,34 @@ impl<S: Store> Engine<S> {
                 }
             },
         };
+        // The store's entries, then this batch's own: a hold taken in this
+        // batch with an expiry already past (a zero hold period) is due too.
         let until = index::holds_until(now);
-        let pending = self
-            .state
-            .pending_index
-            .range(index::HOLDS.to_vec()..until)
-            .filter(|(_, value)| value.is_some())
-            .filter_map(|(k, _)| index::id_of(k));
-        due.extend(pending);
-        due.sort_unstable();
-        due.dedup();
-        for id in due {
-            let Some(mut hold) = self.txn(id) else {
+        let mut due: BTreeMap<Vec<u8>, Vec<u8>> = stored.into_iter().collect();
+        for (k, v) in self.state.pending_index.range(index::HOLDS.to_vec()..until) {
+            match v {
+                Some(v) => due.insert(k.clone(), v.clone()),
+                // Deleted in this batch: captured, reversed or swept since read.
+                None => due.remove(k),
+            };
+        }
+        for (key, value) in due {
+            let Some(id) = index::id_of(&key) else {
+                changes.drop_stale_entry(&mut self.state, &key, value);
                 continue;
             };
-            // The hold may have been captured, reversed or swept since its
-            // entry was read.
-            if hold.state != TxnState::Authorized || hold.hold_expires_ms.is_none_or(|e| e > now) {
+            let hold = self.txn(id);
+            let Some(mut hold) = hold.filter(|h| holds_entry(h, &key)) else {
+                // No transaction holds this entry (its record is gone, or
+                // it was released by a version that kept its indexes in
+                // memory): delete it, or every sweep would read it again.
+                tracing::warn!(
+                    txn = id,
+                    "a hold index entry no open hold justifies: deleted"
+                );
+                changes.drop_stale_entry(&mut self.state, &key, value);
                 continue;
-            }
+            };
             if hold.held > Decimal::ZERO {
                 let legs = hold.legs.clone();
                 self.move_money(changes, &hold, &legs, Movement::Release(hold.held), now);

@@ -336,6 +336,13 @@ impl Changes {
         self.txns.entry(id).or_insert(old);
     }
 
+    /// Deletes an index entry no transaction justifies (one written before
+    /// a restore or by a version that kept other indexes): what a sweep
+    /// finds there and cannot act on, so that it is not read again.
+    pub fn drop_stale_entry(&mut self, state: &mut State, key: &[u8], value: Vec<u8>) {
+        self.index_write(state, key, Some(&value), None);
+    }
+
     fn index_write(
         &mut self,
         state: &mut State,
@@ -544,8 +551,13 @@ fn put_counters(batch: &mut WriteBatch, next_txn: u64, next_journal: u64) {
         keys::key(keys::META, "next_journal"),
         next_journal.to_string().into_bytes(),
     );
-    // A store with transactions keeps their indexes on disk (layout 2).
+    // A store with transactions keeps their indexes on disk (layout 2),
+    // current up to these counters.
     batch.put(keys::key(keys::META, "layout"), b"2".to_vec());
+    batch.put(
+        keys::key(keys::META, super::index::MARK),
+        super::index::mark(next_txn, next_journal),
+    );
 }
 
 #[cfg(test)]
