@@ -26,6 +26,10 @@
 #     timed from the moment the port accepted (that includes starting the
 #     `send` process: a second `send` right after, on the warm engine, shows
 #     what the client itself costs); the resident memory after that answer.
+#     Then the first-minute checks: an authorization of 7.00 with a fixed
+#     STAN and date-time sent just before the load is sent again (the stored
+#     answer must come back: same field 39 and 38) and reversed (field 54 of
+#     a balance inquiry before and after: 700 minor units released).
 #     SIGTERM again, then `antaca verify --data` on the soaked store, timed,
 #     with its exit code.
 #  4. The summary, printed and written to OUT_DIR/summary.json, and
@@ -139,6 +143,49 @@ echo "soak: $connections x $inflight, rate $rate, $total s in chunks of $chunk s
 start_serve "$out/serve.log" load --portfolio "$portfolio"
 python3 "$helper" wait-port "$iso_addr" "$t0" "$start_timeout" >/dev/null
 
+card=$(python3 - "$portfolio" <<'PY'
+import json, sys
+p = json.load(open(sys.argv[1]))
+c = next(c for c in p["cards"] if c.get("state") == "active" and not c.get("lock"))
+print(c["pan"], c.get("expiry") or "")
+PY
+)
+pan=${card% *}
+expiry=${card#* }
+# send_to LOG ARGS...: one message by `antaca send` to that card.
+send_to() {
+  local log=$1
+  shift
+  timeout 30 "$sim_bin" send --iso "$iso_addr" --pan "$pan" --expiry "$expiry" "$@" \
+    >"$log" 2>&1 || true
+}
+# answer_field LOG N: field N of the answer in LOG.
+answer_field() {
+  awk -v f="$2:" '/^response:/ {r = 1} r && $1 == f {print $2; exit}' "$1"
+}
+# available LOG: the available amount (minor units, amount type 02) in field 54 of the answer.
+available() {
+  answer_field "$1" 54 | python3 -c '
+import sys
+a = sys.stdin.read().strip()
+for i in range(0, len(a) - 19, 20):
+    if a[i + 2:i + 4] == "02":
+        print(int(a[i + 8:i + 20]) * (-1 if a[i + 7] == "D" else 1))
+        break'
+}
+
+# The first-minute message: an authorization with fixed STAN and date-time,
+# sent before the load; after the restart on the soaked store it is
+# repeated (the stored answer must come back: same action and approval code)
+# and reversed (its hold must be released: field 54 before and after).
+fm_stan=424242
+fm_time=$(date -u +%m%d%H%M%S)
+fm_args=(--amount 7.00 --stan "$fm_stan" --field "7=$fm_time" --field "12=${fm_time:4:6}" --field "13=${fm_time:0:4}")
+send_to "$out/fm.log" "${fm_args[@]}"
+fm_code=$(answer_field "$out/fm.log" 39)
+fm_approval=$(answer_field "$out/fm.log" 38)
+echo "first-minute authorization: $fm_code ${fm_approval:-(no approval code)}"
+
 # 2. the load, chunk by chunk
 mix_args=()
 [ -n "${MIX:-}" ] && mix_args=(--mix "$MIX")
@@ -185,15 +232,6 @@ load_stop_s=$stop_s
 load_stop_exit=$stop_exit
 echo "stopped after SIGTERM in ${load_stop_s:-(killed after $stop_timeout s)} s, exit code $load_stop_exit"
 
-card=$(python3 - "$portfolio" <<'PY'
-import json, sys
-p = json.load(open(sys.argv[1]))
-c = next(c for c in p["cards"] if c.get("state") == "active" and not c.get("lock"))
-print(c["pan"], c.get("expiry") or "")
-PY
-)
-pan=${card% *}
-expiry=${card#* }
 restart_start=$(now)
 start_serve "$out/serve-restart.log" restart
 restart_listen_s=$(python3 "$helper" wait-port "$iso_addr" "$restart_start" "$restart_timeout")
@@ -211,6 +249,24 @@ second=$(now)
 second_answer_code=$(send_code)
 second_answer_ms=$(python3 -c 'import sys; print(f"{(float(sys.argv[2]) - float(sys.argv[1])) * 1000:.1f}")' "$second" "$(now)")
 restart_rss_kb=$(python3 "$helper" rss "$serve")
+send_to "$out/fm-repeat.log" "${fm_args[@]}"
+fm_repeat_code=$(answer_field "$out/fm-repeat.log" 39)
+fm_repeat_approval=$(answer_field "$out/fm-repeat.log" 38)
+if [ -n "$fm_code" ] && [ "$fm_repeat_code" = "$fm_code" ] && [ "$fm_repeat_approval" = "$fm_approval" ]; then
+  fm_repeat=stored_answer
+else
+  fm_repeat="different:${fm_repeat_code:-none}/${fm_repeat_approval:-none}"
+fi
+send_to "$out/fm-before.log" --processing 310000
+send_to "$out/fm-reversal.log" --mti 0400 --amount 7.00 \
+  --original "0100$(printf '%06d' "$fm_stan")${fm_time}0000000000100000000000"
+fm_reversal_code=$(answer_field "$out/fm-reversal.log" 39)
+send_to "$out/fm-after.log" --processing 310000
+fm_before=$(available "$out/fm-before.log")
+fm_after=$(available "$out/fm-after.log")
+fm_released=""
+[ -n "$fm_before" ] && [ -n "$fm_after" ] && fm_released=$((fm_after - fm_before))
+echo "first-minute message after the soak: repeat $fm_repeat; reversal $fm_reversal_code released ${fm_released:-?} minor units (700 expected)"
 sleep 2 # two samples of the restarted server at rest
 restart_rss_later_kb=$(python3 "$helper" rss "$serve")
 stop_serve
@@ -231,5 +287,7 @@ python3 "$helper" summary "$out" \
   first_answer_code="$first_answer_code" second_answer_ms="$second_answer_ms" \
   second_answer_code="$second_answer_code" restart_rss_kb="$restart_rss_kb" \
   restart_rss_2s_later_kb="$restart_rss_later_kb" restart_stop_s="$stop_s" \
-  verify_s="$verify_s" verify_exit="$verify_exit"
+  verify_s="$verify_s" verify_exit="$verify_exit" \
+  first_minute_code="$fm_code" first_minute_repeat="$fm_repeat" \
+  first_minute_reversal_code="$fm_reversal_code" first_minute_released_minor="$fm_released"
 echo "files: $out/summary.json $out/chunks.csv $out/samples.csv $out/soak.svg"

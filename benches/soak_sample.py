@@ -322,6 +322,9 @@ def summary(out_dir, *pairs):
           f"first answer {fmt(s.get('first_answer_ms'), ' ms', digits=0)} after listening (code {s.get('first_answer_code', '-')}), "
           f"RSS after {fmt(s.get('restart_rss_kb'), ' MiB', 1024)}")
     print(f"verify          {fmt(s.get('verify_s'), ' s', digits=1)}, exit code {s.get('verify_exit', '-')}")
+    print(f"first minute    authorization {s.get('first_minute_code', '-')}; after the soak: repeat "
+          f"{s.get('first_minute_repeat', '-')}, reversal {s.get('first_minute_reversal_code', '-')} released "
+          f"{s.get('first_minute_released_minor', '-')} minor units (700 expected)")
     return 0
 
 

@@ -338,6 +338,31 @@ struct SendArgs {
     /// Original data elements (field 90) for completions and reversals.
     #[arg(long)]
     original: Option<String>,
+    /// Sets or replaces one field as N=VALUE, in the dialect's text, after
+    /// the others (`--field 7=1207120000 --field 41=TERM0002`); repeatable.
+    /// Not card data (fields 2, 14, 35, 36, 45, 52, 55): `--pan` and
+    /// `--expiry` set those that `send` takes.
+    #[arg(long = "field", value_name = "N=VALUE", value_parser = parse_field)]
+    fields: Vec<(usize, String)>,
+}
+
+/// One `--field N=VALUE`.
+fn parse_field(text: &str) -> Result<(usize, String), String> {
+    let (n, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?}: expected N=VALUE, e.g. 41=TERM0001"))?;
+    let n: usize = n
+        .trim()
+        .parse()
+        .ok()
+        .filter(|n| (2..=128).contains(n) && *n != 65)
+        .ok_or_else(|| format!("{n:?}: a field number from 2 to 128 (not 65)"))?;
+    if n == 2 || antaca::iso8583::is_sensitive(n) {
+        return Err(format!(
+            "field {n} carries card data, which --field never takes (the PAN and expiry: --pan, --expiry)"
+        ));
+    }
+    Ok((n, value.to_string()))
 }
 
 /// Sends logs to standard error in `format`, filtered by `filter`.
@@ -513,7 +538,10 @@ fn send(args: SendArgs) -> Result<(), BoxError> {
     if let Some(original) = &args.original {
         request = request.original_data(original.clone());
     }
-    let message = request.build();
+    let mut message = request.build();
+    for (n, value) in &args.fields {
+        message.set(*n, value.clone().into_bytes());
+    }
     println!("request:\n{}", antaca::tools::send::describe(&message));
     let response = antaca::tools::send::send(
         &args.iso,
