@@ -137,6 +137,18 @@ pub fn entries(txn: &Txn, card_balance: Option<&str>) -> Vec<Entry> {
     out
 }
 
+/// The name under `m/` of the mark that says the indexes are current: the
+/// counters (`next_txn`, `next_journal`) of the last change set that wrote
+/// them. A version of antaca without indexes on disk (layout 1) moves the
+/// counters but not the mark, so a store it ran on since is found out at
+/// the next open and its indexes are built again.
+pub const MARK: &str = "indexed";
+
+/// The mark's value for these counters.
+pub fn mark(next_txn: u64, next_journal: u64) -> Vec<u8> {
+    format!("{next_txn}:{next_journal}").into_bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,16 +181,4 @@ mod tests {
         assert_eq!(id_in(&9u64.to_be_bytes()), Some(9));
         assert_eq!(id_in(b"short"), None);
     }
-}
-
-/// The name under `m/` of the mark that says the indexes are current: the
-/// counters (`next_txn`, `next_journal`) of the last change set that wrote
-/// them. A version of antaca without indexes on disk (layout 1) moves the
-/// counters but not the mark, so a store it ran on since is found out at
-/// the next open and its indexes are built again.
-pub const MARK: &str = "indexed";
-
-/// The mark's value for these counters.
-pub fn mark(next_txn: u64, next_journal: u64) -> Vec<u8> {
-    format!("{next_txn}:{next_journal}").into_bytes()
 }
