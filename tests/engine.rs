@@ -568,13 +568,10 @@ fn hold_entries(store: &MemoryStore) -> Vec<Vec<u8>> {
         .collect()
 }
 
-#[test]
-fn indexes_left_stale_by_a_version_without_them_are_built_again_at_open() {
-    // What a rollback to a version that kept its indexes in memory leaves
-    // behind, then an upgrade again: transactions it wrote without index
-    // entries, and a hold it released whose entry is still there. The
-    // counters moved, the index mark did not.
-    let mut store = MemoryStore::new();
+/// A store and its engine with one approved hold of 20.00 on card "ok",
+/// committed at the returned time, and the hold's request.
+fn one_open_hold() -> (MemoryStore, Engine<MemoryStore>, u64, Message) {
+    let store = MemoryStore::new();
     let mut engine = engine(store.clone());
     let t0 = now();
     let hold = request("0100", &pan("ok"), "000000", 2_000, 1);
@@ -582,6 +579,16 @@ fn indexes_left_stale_by_a_version_without_them_are_built_again_at_open() {
         process_and_commit(&mut engine, &hold, t0),
         Outcome::Approved
     );
+    (store, engine, t0, hold)
+}
+
+#[test]
+fn indexes_left_stale_by_a_version_without_them_are_built_again_at_open() {
+    // What a rollback to a version that kept its indexes in memory leaves
+    // behind, then an upgrade again: transactions it wrote without index
+    // entries, and a hold it released whose entry is still there. The
+    // counters moved, the index mark did not.
+    let (mut store, mut engine, t0, hold) = one_open_hold();
     let mark_before = store
         .get(&keys::key(keys::META, index::MARK))
         .expect("get")
@@ -589,6 +596,7 @@ fn indexes_left_stale_by_a_version_without_them_are_built_again_at_open() {
     let [hold_entry] = hold_entries(&store).try_into().expect("one open hold");
     // "The old version" takes a purchase and sweeps the hold.
     let purchase = request("0200", &pan("ok"), "000000", 500, 2);
+    let purchase_id = engine.state().next_txn;
     assert_eq!(
         process_and_commit(&mut engine, &purchase, t0 + 1),
         Outcome::Approved
@@ -599,27 +607,15 @@ fn indexes_left_stale_by_a_version_without_them_are_built_again_at_open() {
     engine.commit_for_bench(sweep).expect("commit");
     let balance = available(engine.state(), "b-ok");
     drop(engine);
+    // The purchase's index entries were never written by the old version.
+    let key = keys::numbered(keys::TXN, purchase_id);
+    let stored = store.get(&key).expect("get").expect("the purchase");
+    let txn: antaca::domain::model::Txn =
+        antaca::engine::record::decode(&key, &stored).expect("decode");
+    assert_eq!(txn.mti, "0200");
     let mut batch = antaca::store::WriteBatch::default();
-    for (k, _) in store
-        .range(index::BY_KEY, &index::prefix_end(index::BY_KEY), false, 100)
-        .expect("range")
-    {
-        // The purchase's idempotency entry was never written by the old version.
-        let value = store.get(&k).expect("get").expect("value");
-        let id = index::id_in(&value).expect("id");
-        let txn: antaca::domain::model::Txn = antaca::engine::record::decode(
-            &keys::numbered(keys::TXN, id),
-            &store
-                .get(&keys::numbered(keys::TXN, id))
-                .expect("get")
-                .expect("txn"),
-        )
-        .expect("decode");
-        if txn.mti == "0200" {
-            for (key, _) in index::entries(&txn, Some("b-ok")) {
-                batch.delete(key);
-            }
-        }
+    for (key, _) in index::entries(&txn, Some("b-ok")) {
+        batch.delete(key);
     }
     batch.put(hold_entry.clone(), Vec::new());
     batch.put(keys::key(keys::META, index::MARK), mark_before);
@@ -650,14 +646,7 @@ fn indexes_left_stale_by_a_version_without_them_are_built_again_at_open() {
 
 #[test]
 fn a_hold_entry_no_open_hold_justifies_is_deleted_by_the_sweep() {
-    let mut store = MemoryStore::new();
-    let mut engine = engine(store.clone());
-    let t0 = now();
-    let hold = request("0100", &pan("ok"), "000000", 2_000, 1);
-    assert_eq!(
-        process_and_commit(&mut engine, &hold, t0),
-        Outcome::Approved
-    );
+    let (mut store, mut engine, t0, hold) = one_open_hold();
     let [entry] = hold_entries(&store).try_into().expect("one open hold");
     let mut reversal = request("0400", &pan("ok"), "000000", 2_000, 2);
     reversal.set(90, common::original_data(&hold));
