@@ -588,7 +588,7 @@ fn indexes_left_stale_by_a_version_without_them_are_built_again_at_open() {
     // behind, then an upgrade again: transactions it wrote without index
     // entries, and a hold it released whose entry is still there. The
     // counters moved, the index mark did not.
-    let (mut store, mut engine, t0, hold) = one_open_hold();
+    let (mut store, mut engine, t0, _) = one_open_hold();
     let mark_before = store
         .get(&keys::key(keys::META, index::MARK))
         .expect("get")
